@@ -1,0 +1,5 @@
+import sys
+
+from prunescope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""The ``prunescope`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prunescope.errors import EXIT_BAD_INPUT, ConfigError, PrunescopeError
+
+log = logging.getLogger("prunescope")
+
+
+class Parser(argparse.ArgumentParser):
+    """Argument errors end in one line and exit code 2, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"prunescope: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    from prunescope.config import preset_names
+
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", metavar="NAME", help=f"a named config: {', '.join(preset_names())}")
+    src.add_argument("--config", metavar="FILE", type=Path, help="a TOML config file")
+    p.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override one key, e.g. --set imp.levels=18 (value read as TOML, else as a string)",
+    )
+
+
+def config_from_args(args: argparse.Namespace):
+    from prunescope.config import build_config
+
+    return build_config(args.preset, args.config, args.overrides)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from prunescope.models import build_model, count_parameters, model_names, model_spec
+
+    for name in model_names():
+        model = build_model(name, num_classes=10, in_channels=3, image_size=32)
+        stages = ", ".join(f"{s} ({len(layers)})" for s, layers in model.stages.items())
+        print(f"{name:<14} {count_parameters(model):>12,} params (CIFAR-10)  {model_spec(name).description}")
+        print(f"{'':<14} stages (prunable layers): {stages}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from prunescope.data import dataset_names, dataset_spec
+
+    for name in dataset_names():
+        s = dataset_spec(name)
+        print(f"{name:<13} {s.num_classes:>3} classes  {s.channels}x{s.image_size}x{s.image_size}  {s.description}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from prunescope.dense import train_dense
+
+    cfg = config_from_args(args)
+    train_dense(cfg, args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="prunescope",
+        description="Iterative Magnitude Pruning with rewinding, and the structure it leaves behind.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("models", help="registered models: parameters and stages")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("datasets", help="registered datasets")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("train", help="dense training of one model (no pruning)")
+    add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            return args.func(args)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"prunescope: config error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except PrunescopeError as exc:
+        if args.debug:
+            raise
+        print(f"prunescope: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("prunescope: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"prunescope: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The config schema: every key, its default and what it allows.
+
+The resolved config (every default written out) is what a run records in
+``config.toml``; pinned keys are listed in DESIGN §9.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# 0.8**k must stay representable and k levels must leave at least one weight in any
+# realistic network: past ~60 levels of rate 0.2 fewer than 1e-6 of the weights remain.
+MAX_LEVELS = 60
+
+
+class Section(BaseModel):
+    # Unknown keys are errors, not silently ignored: a typo in a long run's
+    # config must not cost a day of GPU time.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name: str = Field("resnet20", description="a name from `prunescope models`")
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from prunescope.models import model_names
+
+        if v not in model_names():
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(model_names())}")
+        return v
+
+
+class DataSection(Section):
+    name: str = Field("cifar10", description="a name from `prunescope datasets`")
+    root: str = Field("data", description="folder that holds the dataset")
+    download: bool = Field(False, description="fetch the official archive when missing")
+    train_subset: int | None = Field(None, gt=0, description="stratified seeded subset of train")
+    test_subset: int | None = Field(None, gt=0, description="stratified seeded subset of test")
+    image_size: int | None = Field(
+        None, gt=0, le=512, description="resize images to this side (default: the dataset's)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from prunescope.data import dataset_names
+
+        if v not in dataset_names():
+            raise ValueError(f"unknown dataset {v!r}; choose one of {', '.join(dataset_names())}")
+        return v
+
+
+class TrainSection(Section):
+    batch_size: int = Field(128, gt=0, le=65536)
+    eval_batch_size: int = Field(1000, gt=0, le=65536)
+    lr: float = Field(0.1, gt=0, le=100)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = Field(
+        default_factory=list, description="step schedule: epochs (of the whole schedule) where lr *= gamma"
+    )
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    epochs: int = Field(10, ge=1, description="epochs of `prunescope train` (dense training)")
+    compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = Field(True, description="channels_last memory format (CUDA and CPU)")
+    checkpoint_every: int = Field(
+        0, ge=0, description="epochs between mid-level checkpoints; 0 = about every 5 minutes"
+    )
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(m <= 0 for m in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"milestones must be positive and strictly increasing, got {v}")
+        return v
+
+
+class ImpSection(Section):
+    levels: int = Field(18, ge=0, le=MAX_LEVELS, description="pruning levels after the dense one")
+    rate: float = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per level")
+    pretrain_epochs: int = Field(5, ge=0, description="epochs before the rewind point")
+    train_epochs: int = Field(150, ge=1, description="epochs trained at every level")
+    rewind: Literal["weights", "init"] = "weights"
+    exclude: list[str] | None = Field(
+        None, description="module names never pruned (default: the model's classifier)"
+    )
+    scope: Literal["global", "layerwise"] = "global"
+
+
+class ZeroingSection(Section):
+    levels: list[int] | Literal["all"] = "all"
+    test_subset: int | None = Field(None, gt=0)
+    mode: Literal["weights", "output"] = "weights"
+    batch_size: int = Field(250, gt=0, description="test images per pass")
+    max_ablations: int = Field(64, gt=0, description="neurons ablated together in one pass")
+
+
+class SimilarityFields(Section):
+    test_subset: int | None = Field(None, gt=0)
+    batch_size: int = Field(250, gt=0)
+    metrics: list[Literal["cosine", "cosine_per_neuron", "cka"]] = Field(
+        default_factory=lambda: ["cosine", "cosine_per_neuron", "cka"]
+    )
+
+
+class WeightsFields(Section):
+    bins: int = Field(80, ge=4, le=1000)
+    min: float = Field(1e-6, gt=0, description="lowest bin edge of |w|; smaller values count in the first bin")
+    max: float = Field(10.0, gt=0, description="highest bin edge of |w|; larger values count in the last bin")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeightsFields:
+        if self.max <= self.min:
+            raise ValueError(f"weights.max ({self.max}) must exceed weights.min ({self.min})")
+        return self
+
+
+class AnalysisSection(Section):
+    zeroing: ZeroingSection = Field(default_factory=ZeroingSection)
+    similarity: SimilarityFields = Field(default_factory=SimilarityFields)
+    weights: WeightsFields = Field(default_factory=WeightsFields)
+
+
+class ReportSection(Section):
+    critical_margin: float = Field(
+        0.02, ge=0, lt=1, description="accuracy drop below the dense baseline that marks critical sparsity"
+    )
+    hist_sparsities: list[float] = Field(
+        default_factory=lambda: [0.20, 0.59, 0.79, 0.89],
+        description="network sparsities whose nearest levels the weight histograms show",
+    )
+
+
+class Config(Section):
+    seed: int = Field(0, ge=0, lt=2**31)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    imp: ImpSection = Field(default_factory=ImpSection)
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _milestones_in_schedule(self) -> Config:
+        total = max(self.imp.pretrain_epochs + self.imp.train_epochs, self.train.epochs)
+        late = [m for m in self.train.milestones if m >= total]
+        if self.train.schedule == "step" and late:
+            raise ValueError(
+                f"train.milestones {late} lie at or past the end of the schedule ({total} epochs)"
+            )
+        return self

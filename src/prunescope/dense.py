@@ -1,0 +1,75 @@
+"""``prunescope train``: dense training of one model, the building block IMP reuses."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from prunescope.config import Config, config_to_toml
+from prunescope.data import prepare_from_config
+from prunescope.models import build_model, count_parameters
+from prunescope.rundir.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text
+from prunescope.seeding import derive_seed
+from prunescope.training.device import describe_device, resolve_device
+from prunescope.training.trainer import EpochResult, Trainer
+
+log = logging.getLogger("prunescope")
+
+
+def epochs_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def new_model(cfg: Config, num_classes: int, channels: int, image_size: int) -> torch.nn.Module:
+    """The model at initialisation: a pure function of the config's seed."""
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    return build_model(cfg.model.name, num_classes, channels, image_size)
+
+
+def train_dense(cfg: Config, out: Path) -> dict:
+    device = resolve_device(cfg.device)
+    data = prepare_from_config(cfg)
+    model = new_model(cfg, data.spec.num_classes, data.spec.channels, data.image_size)
+    log.info(
+        "training %s (%s parameters) on %s: %d train / %d test images, %d epochs, %s",
+        cfg.model.name, f"{count_parameters(model):,}", cfg.data.name, len(data.train_y),
+        len(data.test_y), cfg.train.epochs, describe_device(device),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", config_to_toml(cfg))
+    trainer = Trainer(model, cfg, data, device, cfg.train.epochs)
+    rows: list[dict] = []
+
+    def on_epoch(r: EpochResult) -> None:
+        rows.append(r.row())
+        atomic_write_text(out / "epochs.csv", epochs_csv(rows))
+        log.info("epoch %d/%d  lr %.4g  loss %.4f  train acc %.4f  (%.1fs)", r.epoch + 1,
+                 cfg.train.epochs, r.lr, r.train_loss, r.train_accuracy, r.seconds)
+
+    start = time.perf_counter()
+    trainer.fit(0, cfg.train.epochs, trainer.new_optimizer(), on_epoch=on_epoch)
+    accuracy, loss = trainer.evaluate()
+    metrics = {
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "epochs": cfg.train.epochs,
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "train_loss": rows[-1]["train_loss"],
+        "train_accuracy": rows[-1]["train_accuracy"],
+        "seconds": time.perf_counter() - start,
+    }
+    atomic_save_tensors(out / "model.safetensors", trainer.model.state_dict())
+    atomic_write_json(out / "metrics.json", metrics)
+    log.info("test accuracy %.4f, test loss %.4f -> %s", accuracy, loss, out)
+    return metrics

@@ -1,0 +1,47 @@
+"""Errors a user can cause, and the exit code each one ends with (DESIGN §9)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ENVIRONMENT = 1
+EXIT_BAD_INPUT = 2
+
+
+class PrunescopeError(Exception):
+    """An error whose message is meant for the user: the CLI prints it as one line."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class UserInputError(PrunescopeError):
+    """Bad config, arguments, data or run directory: exit code 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(UserInputError):
+    """A config value that fails validation. ``lines`` holds one message per bad field."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(lines)
+        super().__init__("; ".join(self.lines))
+
+
+class DataError(UserInputError):
+    """A dataset that is missing, incomplete or corrupt."""
+
+
+class RunDirError(UserInputError):
+    """A run directory that is damaged, foreign, locked or made with another config."""
+
+
+class EnvironmentFault(PrunescopeError):
+    """The machine, not the input: a full disk, a path that cannot be written."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class NonFiniteLossError(PrunescopeError):
+    """Training diverged; completed levels stay intact."""
+
+    exit_code = EXIT_ENVIRONMENT

@@ -1,0 +1,95 @@
+"""Masks: which weights are prunable, how sparse a network is, and keeping pruned weights at 0.
+
+A mask is a dict from a weight's state-dict key to a bool tensor of its shape
+(True = alive). Only prunable weights (Conv2d/Linear weights outside
+``imp.exclude``) have masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from prunescope.errors import UserInputError
+from prunescope.models.registry import prunable_layers
+
+Masks = dict[str, torch.Tensor]
+
+
+def prunable_weight_keys(model: nn.Module, exclude: Iterable[str]) -> list[str]:
+    """State-dict keys of the prunable weights, in network order."""
+    exclude = list(exclude)
+    layers = prunable_layers(model)
+    unknown = [e for e in exclude if e not in layers]
+    if unknown:
+        raise UserInputError(
+            f"imp.exclude names {unknown} that are not Conv2d/Linear modules of this model; "
+            f"its layers are {', '.join(layers)}"
+        )
+    return [f"{name}.weight" for name in layers if name not in exclude]
+
+
+def dense_masks(model: nn.Module, keys: Iterable[str]) -> Masks:
+    params = dict(model.named_parameters())
+    return {k: torch.ones_like(params[k], dtype=torch.bool, device="cpu") for k in keys}
+
+
+def count_alive(masks: Mapping[str, torch.Tensor]) -> int:
+    return int(sum(int(m.sum()) for m in masks.values()))
+
+
+def count_total(masks: Mapping[str, torch.Tensor]) -> int:
+    return int(sum(m.numel() for m in masks.values()))
+
+
+def network_sparsity(masks: Mapping[str, torch.Tensor]) -> float:
+    """Pruned fraction of the prunable weights."""
+    total = count_total(masks)
+    return 1.0 - count_alive(masks) / total if total else 0.0
+
+
+def parameter_sparsity(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> float:
+    """Pruned fraction of all parameters (biases, normalisation and excluded layers included)."""
+    total = sum(p.numel() for p in model.parameters())
+    pruned = count_total(masks) - count_alive(masks)
+    return pruned / total
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Set pruned weights to +0.0 (masked_fill, so no -0.0 sneaks in)."""
+    params = dict(model.named_parameters())
+    for key, mask in masks.items():
+        p = params[key]
+        p.masked_fill_(~mask.to(p.device), 0.0)
+
+
+class Masker:
+    """Keeps pruned weights at exactly 0.0 during training.
+
+    The gradient is masked before the optimizer step, so momentum and weight
+    decay see zeros for pruned entries; the weight is masked after it as well.
+    Both are single foreach calls over the tensors that have pruned entries.
+    """
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
+        params = dict(model.named_parameters())
+        sparse = [k for k, m in masks.items() if not bool(m.all())]
+        self.params = [params[k] for k in sparse]
+        self.masks = [masks[k].to(params[k].device, params[k].dtype) for k in sparse]
+
+    def __bool__(self) -> bool:
+        return bool(self.params)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks, strict=True) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+    @torch.no_grad()
+    def mask_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)

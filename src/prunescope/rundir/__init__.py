@@ -1,0 +1,1 @@
+"""The run directory: atomic files, the manifest, levels, locking."""

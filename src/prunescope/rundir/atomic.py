@@ -1,0 +1,111 @@
+"""Atomic, fsynced file writes: a reader (or a crash) sees the old file or the new one, never half.
+
+Every write goes to a temporary file in the same folder, is fsynced, renamed over
+the target, and the folder is fsynced so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from prunescope.errors import EnvironmentFault
+
+TMP_PREFIX = ".tmp-"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; return its sha256."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    except OSError as exc:
+        raise _environment_fault(path, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _environment_fault(path, exc) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return sha256_bytes(data)
+
+
+def _environment_fault(path: Path, exc: OSError) -> EnvironmentFault:
+    if exc.errno == errno.ENOSPC:
+        return EnvironmentFault(f"disk full while writing {path}; free space and run the same command again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return EnvironmentFault(f"cannot write {path}: {exc.strerror}")
+    return EnvironmentFault(f"cannot write {path}: {exc}")
+
+
+def atomic_write_text(path: Path, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def atomic_write_json(path: Path, obj: Any) -> str:
+    return atomic_write_bytes(path, json_bytes(obj))
+
+
+def safetensors_payload(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise tensors (moved to CPU, made contiguous) to safetensors bytes."""
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return safetensors_bytes(clean, metadata=metadata)
+
+
+def atomic_save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> str:
+    return atomic_write_bytes(path, safetensors_payload(tensors, metadata))
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files left by a killed writer are garbage by construction."""
+    if not folder.exists():
+        return
+    for p in folder.rglob(TMP_PREFIX + "*"):
+        p.unlink(missing_ok=True)

@@ -1,0 +1,48 @@
+"""Device choice and the CUDA-only speed switches (bf16 autocast, channels_last, compile)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from prunescope.errors import UserInputError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserInputError(f"device {name!r} asked for, but this machine has no CUDA GPU")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UserInputError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserInputError("device 'mps' asked for, but MPS is not available here")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA only: CPU autocast is slower than fp32 on most CPUs."""
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def use_channels_last(device: torch.device, wanted: bool) -> bool:
+    # Measured on 2 CPU cores too: ResNet20 training 1.2x, inference 1.3-1.6x faster
+    # in channels_last (oneDNN); tiny models on 16px images are the exception.
+    return wanted and device.type in ("cuda", "cpu")

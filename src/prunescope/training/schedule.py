@@ -1,0 +1,53 @@
+"""Learning-rate schedules as pure functions of the global step.
+
+A schedule spans pretraining and level training; a level that starts at the
+rewind point simply starts at that step, and a resumed level at its own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import torch
+
+from prunescope.config.schema import TrainSection
+
+
+def lr_factor(step: int, steps_per_epoch: int, total_epochs: int, cfg: TrainSection) -> float:
+    """Multiplier of ``cfg.lr`` at global optimizer step ``step`` (0-based)."""
+    epoch = step / steps_per_epoch
+    if cfg.schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(epoch / total_epochs, 1.0)))
+    elif cfg.schedule == "step":
+        factor = cfg.gamma ** bisect.bisect_right(cfg.milestones, int(epoch))
+    else:
+        factor = 1.0
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    if warmup_steps > 0 and step < warmup_steps:
+        factor *= (step + 1) / warmup_steps
+    return factor
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    start_step: int,
+    steps_per_epoch: int,
+    total_epochs: int,
+    cfg: TrainSection,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler positioned at ``start_step`` of the whole schedule."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda k: lr_factor(start_step + k, steps_per_epoch, total_epochs, cfg),
+    )
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )

@@ -1,0 +1,176 @@
+"""The training loop and evaluation, shared by dense training and every IMP level.
+
+One epoch is one pass of a :class:`DeviceLoader`; losses and accuracy are
+accumulated on the device and read once per epoch, so there is no host sync per
+batch. A non-finite loss is remembered (its step) and reported at the epoch's end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from prunescope.config.schema import Config
+from prunescope.data import DeviceLoader, PreparedData
+from prunescope.errors import NonFiniteLossError
+from prunescope.pruning.masks import Masker
+from prunescope.seeding import derive_seed
+from prunescope.training.device import autocast, use_channels_last
+from prunescope.training.schedule import make_optimizer, make_scheduler
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    nonfinite_step: int  # -1 when every loss was finite
+    seconds: float
+
+    def row(self) -> dict[str, float | int]:
+        """The deterministic part, for the per-epoch CSV (no timings)."""
+        d = asdict(self)
+        d.pop("seconds")
+        d.pop("nonfinite_step")
+        return d
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DeviceLoader) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over every image of ``loader``, in float32."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
+    n = 0
+    for x, y in loader:
+        out = model(x).float()
+        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+    model.train(was_training)
+    return int(correct) / n, float(loss_sum) / n
+
+
+class Trainer:
+    """Trains one model on one dataset under one config; IMP calls it once per level."""
+
+    def __init__(self, model: nn.Module, cfg: Config, data: PreparedData, device: torch.device,
+                 total_epochs: int):
+        self.cfg = cfg
+        self.device = device
+        self.total_epochs = total_epochs
+        channels_last = use_channels_last(device, cfg.train.channels_last)
+        self.model = model.to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # The compiled wrapper shares parameters with self.model; state dicts,
+        # masks and evaluation all go through the plain module.
+        self.forward_model: nn.Module = (
+            torch.compile(self.model) if cfg.train.compile and device.type == "cuda" else self.model
+        )
+        spec = data.spec
+        self.train_loader = DeviceLoader(
+            data.train_x, data.train_y, cfg.train.batch_size, spec.mean, spec.std, device,
+            train=True, crop_padding=spec.crop_padding, flip=spec.flip, seed=cfg.seed,
+            channels_last=channels_last,
+        )
+        self.test_loader = DeviceLoader(
+            data.test_x, data.test_y, cfg.train.eval_batch_size, spec.mean, spec.std, device,
+            channels_last=channels_last,
+        )
+        self.steps_per_epoch = len(self.train_loader)
+
+    def new_optimizer(self) -> torch.optim.SGD:
+        return make_optimizer(self.model, self.cfg.train)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, epoch: int):
+        return make_scheduler(
+            optimizer, epoch * self.steps_per_epoch, self.steps_per_epoch, self.total_epochs,
+            self.cfg.train,
+        )
+
+    def train_epoch(
+        self,
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        masker: Masker | None = None,
+        desc: str = "",
+    ) -> EpochResult:
+        model, cfg = self.model, self.cfg
+        model.train()
+        # Dropout draws depend only on (seed, epoch): identical at every level and on resume.
+        torch.manual_seed(derive_seed(cfg.seed, "torch", epoch))
+        dev = self.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        bad_step = torch.full((), -1, dtype=torch.int64, device=dev)
+        n = 0
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        batches = tqdm(
+            self.train_loader.epoch(epoch), total=self.steps_per_epoch, desc=desc or f"epoch {epoch}",
+            leave=False, disable=None, unit="batch",
+        )
+        for step, (x, y) in enumerate(batches):
+            with autocast(dev, cfg.train.bf16):
+                out = self.forward_model(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.train.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if masker:
+                masker.mask_grads()
+            optimizer.step()
+            scheduler.step()
+            if masker:
+                masker.mask_weights()
+            detached = loss.detach()
+            loss_sum += detached.double() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
+            n += len(y)
+        train_loss = float(loss_sum) / max(n, 1)
+        return EpochResult(
+            epoch=epoch,
+            lr=lr,
+            train_loss=train_loss,
+            train_accuracy=int(correct) / max(n, 1),
+            nonfinite_step=int(bad_step),
+            seconds=time.perf_counter() - start,
+        )
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.model, self.test_loader)
+
+    def fit(
+        self,
+        start_epoch: int,
+        end_epoch: int,
+        optimizer: torch.optim.Optimizer,
+        masker: Masker | None = None,
+        on_epoch: Callable[[EpochResult], None] | None = None,
+        desc: str = "",
+    ) -> list[EpochResult]:
+        """Train epochs ``start_epoch .. end_epoch-1`` of the schedule."""
+        scheduler = self.scheduler(optimizer, start_epoch)
+        results = []
+        for epoch in range(start_epoch, end_epoch):
+            result = self.train_epoch(epoch, optimizer, scheduler, masker, f"{desc}epoch {epoch + 1}/{self.total_epochs}")
+            results.append(result)
+            if result.nonfinite_step >= 0:
+                raise NonFiniteLossError(
+                    f"non-finite training loss at epoch {epoch + 1}, step {result.nonfinite_step + 1} "
+                    f"(lr {result.lr:g}); lower train.lr or check the data"
+                )
+            if on_epoch:
+                on_epoch(result)
+        return results
+
