@@ -24,10 +24,16 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     from prunescope.config import preset_names
 
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", metavar="NAME", help=f"a named config: {', '.join(preset_names())}")
+    src.add_argument(
+        "--preset", metavar="NAME", help=f"a named config: {', '.join(preset_names())}"
+    )
     src.add_argument("--config", metavar="FILE", type=Path, help="a TOML config file")
     p.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
         help="override one key, e.g. --set imp.levels=18 (value read as TOML, else as a string)",
     )
 
@@ -44,7 +50,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in model_names():
         model = build_model(name, num_classes=10, in_channels=3, image_size=32)
         stages = ", ".join(f"{s} ({len(layers)})" for s, layers in model.stages.items())
-        print(f"{name:<14} {count_parameters(model):>12,} params (CIFAR-10)  {model_spec(name).description}")
+        print(
+            f"{name:<14} {count_parameters(model):>12,} params (CIFAR-10)  {model_spec(name).description}"
+        )
         print(f"{'':<14} stages (prunable layers): {stages}")
     return 0
 
@@ -54,7 +62,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     for name in dataset_names():
         s = dataset_spec(name)
-        print(f"{name:<13} {s.num_classes:>3} classes  {s.channels}x{s.image_size}x{s.image_size}  {s.description}")
+        print(
+            f"{name:<13} {s.num_classes:>3} classes  {s.channels}x{s.image_size}x{s.image_size}  {s.description}"
+        )
     return 0
 
 

@@ -42,8 +42,13 @@ def train_dense(cfg: Config, out: Path) -> dict:
     model = new_model(cfg, data.spec.num_classes, data.spec.channels, data.image_size)
     log.info(
         "training %s (%s parameters) on %s: %d train / %d test images, %d epochs, %s",
-        cfg.model.name, f"{count_parameters(model):,}", cfg.data.name, len(data.train_y),
-        len(data.test_y), cfg.train.epochs, describe_device(device),
+        cfg.model.name,
+        f"{count_parameters(model):,}",
+        cfg.data.name,
+        len(data.train_y),
+        len(data.test_y),
+        cfg.train.epochs,
+        describe_device(device),
     )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", config_to_toml(cfg))
@@ -53,8 +58,15 @@ def train_dense(cfg: Config, out: Path) -> dict:
     def on_epoch(r: EpochResult) -> None:
         rows.append(r.row())
         atomic_write_text(out / "epochs.csv", epochs_csv(rows))
-        log.info("epoch %d/%d  lr %.4g  loss %.4f  train acc %.4f  (%.1fs)", r.epoch + 1,
-                 cfg.train.epochs, r.lr, r.train_loss, r.train_accuracy, r.seconds)
+        log.info(
+            "epoch %d/%d  lr %.4g  loss %.4f  train acc %.4f  (%.1fs)",
+            r.epoch + 1,
+            cfg.train.epochs,
+            r.lr,
+            r.train_loss,
+            r.train_accuracy,
+            r.seconds,
+        )
 
     start = time.perf_counter()
     trainer.fit(0, cfg.train.epochs, trainer.new_optimizer(), on_epoch=on_epoch)

@@ -36,9 +36,7 @@ def preset_text(name: str) -> str:
     if name not in preset_names():
         close = difflib.get_close_matches(name, preset_names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            [f"unknown preset {name!r}{hint}; presets: {', '.join(preset_names())}"]
-        )
+        raise ConfigError([f"unknown preset {name!r}{hint}; presets: {', '.join(preset_names())}"])
     return resources.files(PRESET_PACKAGE).joinpath(f"{name}.toml").read_text()
 
 

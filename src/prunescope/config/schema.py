@@ -6,6 +6,7 @@ The resolved config (every default written out) is what a run records in
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -63,7 +64,8 @@ class TrainSection(Section):
     weight_decay: float = Field(5e-4, ge=0, lt=1)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[int] = Field(
-        default_factory=list, description="step schedule: epochs (of the whole schedule) where lr *= gamma"
+        default_factory=list,
+        description="step schedule: epochs (of the whole schedule) where lr *= gamma",
     )
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: float = Field(0.0, ge=0)
@@ -79,14 +81,16 @@ class TrainSection(Section):
     @field_validator("milestones")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        if any(m <= 0 for m in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        if any(m <= 0 for m in v) or any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError(f"milestones must be positive and strictly increasing, got {v}")
         return v
 
 
 class ImpSection(Section):
     levels: int = Field(18, ge=0, le=MAX_LEVELS, description="pruning levels after the dense one")
-    rate: float = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per level")
+    rate: float = Field(
+        0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per level"
+    )
     pretrain_epochs: int = Field(5, ge=0, description="epochs before the rewind point")
     train_epochs: int = Field(150, ge=1, description="epochs trained at every level")
     rewind: Literal["weights", "init"] = "weights"
@@ -114,8 +118,12 @@ class SimilarityFields(Section):
 
 class WeightsFields(Section):
     bins: int = Field(80, ge=4, le=1000)
-    min: float = Field(1e-6, gt=0, description="lowest bin edge of |w|; smaller values count in the first bin")
-    max: float = Field(10.0, gt=0, description="highest bin edge of |w|; larger values count in the last bin")
+    min: float = Field(
+        1e-6, gt=0, description="lowest bin edge of |w|; smaller values count in the first bin"
+    )
+    max: float = Field(
+        10.0, gt=0, description="highest bin edge of |w|; larger values count in the last bin"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> WeightsFields:
@@ -132,7 +140,10 @@ class AnalysisSection(Section):
 
 class ReportSection(Section):
     critical_margin: float = Field(
-        0.02, ge=0, lt=1, description="accuracy drop below the dense baseline that marks critical sparsity"
+        0.02,
+        ge=0,
+        lt=1,
+        description="accuracy drop below the dense baseline that marks critical sparsity",
     )
     hist_sparsities: list[float] = Field(
         default_factory=lambda: [0.20, 0.59, 0.79, 0.89],

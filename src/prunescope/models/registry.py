@@ -67,7 +67,9 @@ def check_stages(model: nn.Module) -> None:
     if sorted(listed) != sorted(layers) or len(set(listed)) != len(listed):
         missing = sorted(set(layers) - set(listed))
         extra = sorted(set(listed) - set(layers))
-        raise AssertionError(f"stage map of {type(model).__name__} is wrong: missing {missing}, unknown {extra}")
+        raise AssertionError(
+            f"stage map of {type(model).__name__} is wrong: missing {missing}, unknown {extra}"
+        )
 
 
 def build_model(

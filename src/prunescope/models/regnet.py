@@ -19,7 +19,7 @@ class XBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, group_width: int, bottleneck: float):
         super().__init__()
-        wb = int(round(cout * bottleneck))
+        wb = round(cout * bottleneck)
         groups = wb // min(group_width, wb)
         self.conv1 = nn.Conv2d(cin, wb, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(wb)
@@ -94,5 +94,10 @@ class RegNetX(nn.Module):
     min_image_size=8,
 )
 def regnetx_200mf(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    return RegNetX((1, 1, 4, 7), (24, 56, 152, 368), group_width=8,
-                   num_classes=num_classes, in_channels=in_channels)
+    return RegNetX(
+        (1, 1, 4, 7),
+        (24, 56, 152, 368),
+        group_width=8,
+        num_classes=num_classes,
+        in_channels=in_channels,
+    )

@@ -85,7 +85,9 @@ class Masker:
 
     @torch.no_grad()
     def mask_grads(self) -> None:
-        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks, strict=True) if p.grad is not None]
+        pairs = [
+            (p.grad, m) for p, m in zip(self.params, self.masks, strict=True) if p.grad is not None
+        ]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 

@@ -73,7 +73,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> str:
 
 def _environment_fault(path: Path, exc: OSError) -> EnvironmentFault:
     if exc.errno == errno.ENOSPC:
-        return EnvironmentFault(f"disk full while writing {path}; free space and run the same command again")
+        return EnvironmentFault(
+            f"disk full while writing {path}; free space and run the same command again"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return EnvironmentFault(f"cannot write {path}: {exc.strerror}")
     return EnvironmentFault(f"cannot write {path}: {exc}")
@@ -91,7 +93,9 @@ def atomic_write_json(path: Path, obj: Any) -> str:
     return atomic_write_bytes(path, json_bytes(obj))
 
 
-def safetensors_payload(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+def safetensors_payload(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> bytes:
     """Serialise tensors (moved to CPU, made contiguous) to safetensors bytes."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     return safetensors_bytes(clean, metadata=metadata)

@@ -21,8 +21,12 @@ def resolve_device(name: str) -> torch.device:
             raise UserInputError(f"device {name!r} asked for, but this machine has no CUDA GPU")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise UserInputError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserInputError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) here"
+            )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise UserInputError("device 'mps' asked for, but MPS is not available here")
     return torch.device(name)
 

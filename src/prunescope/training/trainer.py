@@ -62,8 +62,14 @@ def evaluate(model: nn.Module, loader: DeviceLoader) -> tuple[float, float]:
 class Trainer:
     """Trains one model on one dataset under one config; IMP calls it once per level."""
 
-    def __init__(self, model: nn.Module, cfg: Config, data: PreparedData, device: torch.device,
-                 total_epochs: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Config,
+        data: PreparedData,
+        device: torch.device,
+        total_epochs: int,
+    ):
         self.cfg = cfg
         self.device = device
         self.total_epochs = total_epochs
@@ -78,12 +84,25 @@ class Trainer:
         )
         spec = data.spec
         self.train_loader = DeviceLoader(
-            data.train_x, data.train_y, cfg.train.batch_size, spec.mean, spec.std, device,
-            train=True, crop_padding=spec.crop_padding, flip=spec.flip, seed=cfg.seed,
+            data.train_x,
+            data.train_y,
+            cfg.train.batch_size,
+            spec.mean,
+            spec.std,
+            device,
+            train=True,
+            crop_padding=spec.crop_padding,
+            flip=spec.flip,
+            seed=cfg.seed,
             channels_last=channels_last,
         )
         self.test_loader = DeviceLoader(
-            data.test_x, data.test_y, cfg.train.eval_batch_size, spec.mean, spec.std, device,
+            data.test_x,
+            data.test_y,
+            cfg.train.eval_batch_size,
+            spec.mean,
+            spec.std,
+            device,
             channels_last=channels_last,
         )
         self.steps_per_epoch = len(self.train_loader)
@@ -93,7 +112,10 @@ class Trainer:
 
     def scheduler(self, optimizer: torch.optim.Optimizer, epoch: int):
         return make_scheduler(
-            optimizer, epoch * self.steps_per_epoch, self.steps_per_epoch, self.total_epochs,
+            optimizer,
+            epoch * self.steps_per_epoch,
+            self.steps_per_epoch,
+            self.total_epochs,
             self.cfg.train,
         )
 
@@ -117,8 +139,12 @@ class Trainer:
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         batches = tqdm(
-            self.train_loader.epoch(epoch), total=self.steps_per_epoch, desc=desc or f"epoch {epoch}",
-            leave=False, disable=None, unit="batch",
+            self.train_loader.epoch(epoch),
+            total=self.steps_per_epoch,
+            desc=desc or f"epoch {epoch}",
+            leave=False,
+            disable=None,
+            unit="batch",
         )
         for step, (x, y) in enumerate(batches):
             with autocast(dev, cfg.train.bf16):
@@ -163,7 +189,9 @@ class Trainer:
         scheduler = self.scheduler(optimizer, start_epoch)
         results = []
         for epoch in range(start_epoch, end_epoch):
-            result = self.train_epoch(epoch, optimizer, scheduler, masker, f"{desc}epoch {epoch + 1}/{self.total_epochs}")
+            result = self.train_epoch(
+                epoch, optimizer, scheduler, masker, f"{desc}epoch {epoch + 1}/{self.total_epochs}"
+            )
             results.append(result)
             if result.nonfinite_step >= 0:
                 raise NonFiniteLossError(
@@ -173,4 +201,3 @@ class Trainer:
             if on_epoch:
                 on_epoch(result)
         return results
-
