@@ -76,6 +76,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from prunescope.runner import run
+
+    has_config = args.preset is not None or args.config is not None or args.overrides
+    cfg = config_from_args(args) if has_config else None
+    run(args.run_dir, cfg, analyze=not args.no_analyze, redo_from=args.redo_from)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from prunescope.status import status_text
+
+    print(status_text(args.run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="prunescope",
@@ -94,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "run",
+        help="IMP: train every level (resumes an existing run directory), then analyse and report",
+    )
+    add_config_args(p)
+    p.add_argument("--run-dir", type=Path, required=True, metavar="DIR")
+    p.add_argument("--no-analyze", action="store_true", help="train only")
+    p.add_argument(
+        "--redo-from", type=int, metavar="N", help="forget level N and later ones, train them again"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="what a run directory holds, what is left, damaged files")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -22,6 +22,15 @@ from prunescope.errors import EnvironmentFault
 TMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -56,6 +65,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> str:
     except OSError as exc:
         raise _environment_fault(path, exc) from None
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

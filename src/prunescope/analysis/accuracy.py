@@ -1,0 +1,22 @@
+"""Accuracy and loss per level (Fig. 4), from each level's ``metrics.json``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from prunescope.analysis.tables import COLUMNS, write_table
+from prunescope.rundir.layout import RunDir, level_file
+
+
+def accuracy_table(rd: RunDir) -> pd.DataFrame:
+    rows = []
+    for level in rd.completed_levels():
+        m = rd.read_json(level_file(level, "metrics.json"))
+        rows.append({c: m[c] for c in COLUMNS["accuracy"]})
+    return pd.DataFrame(rows, columns=COLUMNS["accuracy"])
+
+
+def write_accuracy(rd: RunDir) -> pd.DataFrame:
+    df = accuracy_table(rd)
+    write_table(rd, "accuracy", df)
+    return df

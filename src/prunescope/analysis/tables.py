@@ -1,0 +1,114 @@
+"""Reading and writing the tidy tables under ``analysis/`` (columns pinned by DESIGN §5)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from prunescope.errors import RunDirError
+from prunescope.rundir.layout import ANALYSIS, RunDir
+
+COLUMNS: dict[str, list[str]] = {
+    "accuracy": ["level", "network_sparsity", "test_accuracy", "test_loss"],
+    "sparsity_layers": [
+        "level",
+        "network_sparsity",
+        "stage",
+        "layer",
+        "weights",
+        "zeros",
+        "sparsity",
+    ],
+    "sparsity_stages": ["level", "network_sparsity", "stage", "weights", "zeros", "sparsity"],
+    "neuron_sparsity": [
+        "level",
+        "network_sparsity",
+        "stage",
+        "layer",
+        "neuron",
+        "fan_in",
+        "zeros",
+        "sparsity",
+    ],
+    "dead_neurons": ["level", "network_sparsity", "stage", "layer", "neurons", "fully_pruned"],
+    "weight_hist": ["level", "network_sparsity", "stage", "bin_low", "bin_high", "count"],
+    "zeroing": [
+        "level",
+        "network_sparsity",
+        "stage",
+        "layer",
+        "neuron",
+        "base_accuracy",
+        "accuracy",
+        "delta_accuracy",
+        "base_loss",
+        "loss",
+    ],
+    "similarity": [
+        "level",
+        "network_sparsity",
+        "reference",
+        "reference_level",
+        "stage",
+        "layer",
+        "metric",
+        "value",
+    ],
+}
+
+
+def table_path(name: str) -> str:
+    return f"{ANALYSIS}/{name}.csv"
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
+
+
+def write_table(rd: RunDir, name: str, df: pd.DataFrame) -> None:
+    cols = COLUMNS[name]
+    if list(df.columns) != cols:
+        raise ValueError(f"table {name} has columns {list(df.columns)}, expected {cols}")
+    df = df.sort_values(
+        [
+            c
+            for c in ("level", "reference", "stage", "layer", "neuron", "metric", "bin_low")
+            if c in cols
+        ],
+        kind="stable",
+        key=_sort_key(rd, cols),
+    )
+    rd.write(table_path(name), csv_bytes(df.reset_index(drop=True)))
+
+
+def _sort_key(rd: RunDir, cols: list[str]):
+    # Stages and layers keep network order (from the model), not alphabetical order.
+    order = rd.manifest.get("layer_order", {})
+    stages = {s: i for i, s in enumerate(order.get("stages", []))}
+    layers = {name: i for i, name in enumerate(order.get("layers", []))}
+
+    def key(series: pd.Series) -> pd.Series:
+        if series.name == "stage" and stages:
+            return series.map(lambda s: stages.get(s, len(stages)))
+        if series.name == "layer" and layers:
+            return series.map(lambda s: layers.get(s, len(layers)))
+        return series
+
+    return key
+
+
+def read_table(rd: RunDir, name: str) -> pd.DataFrame:
+    rel = table_path(name)
+    data = rd.read(rel)
+    df = pd.read_csv(io.BytesIO(data))
+    missing = [c for c in COLUMNS[name] if c not in df.columns]
+    if missing:
+        raise RunDirError(f"{rd.path(rel)} lacks columns {missing}")
+    return df
+
+
+def has_table(rd: RunDir, name: str) -> bool:
+    return rd.recorded(table_path(name))

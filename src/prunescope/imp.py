@@ -1,0 +1,267 @@
+"""Iterative Magnitude Pruning with rewinding: the lottery loop of DESIGN §2.
+
+    init (seed) ─ pretrain r epochs ─ rewind state (every parameter and buffer)
+    level 0: rewind state, all weights, train epochs r..E-1, evaluate, save
+    level k: mask_k = prune(mask_{k-1}, trained weights of level k-1)
+             rewind state × mask_k, fresh optimizer, train epochs r..E-1, evaluate, save
+
+Every level is a pure function of the config and the files of the level before
+it, so a run resumes after the last completed level with identical results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from prunescope.config import Config
+from prunescope.data import PreparedData, prepare_from_config
+from prunescope.dense import epochs_csv, new_model
+from prunescope.errors import NonFiniteLossError, RunDirError
+from prunescope.models import count_parameters
+from prunescope.pruning.magnitude import prune_masks
+from prunescope.pruning.masks import (
+    Masker,
+    Masks,
+    apply_masks,
+    dense_masks,
+    prunable_weight_keys,
+)
+from prunescope.rundir.layout import REWIND, RunDir, level_file, level_name, now
+from prunescope.training.trainer import EpochResult, Trainer
+
+log = logging.getLogger("prunescope")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epoch indices of the one schedule that spans pretraining and level training."""
+
+    rewind_epoch: int
+    total_epochs: int
+
+    @property
+    def level_epochs(self) -> int:
+        return self.total_epochs - self.rewind_epoch
+
+
+def schedule_of(cfg: Config) -> Schedule:
+    total = cfg.imp.pretrain_epochs + cfg.imp.train_epochs
+    # "init" is the original lottery ticket: every level retrains the whole
+    # schedule from initialisation, so the rewind point is epoch 0.
+    rewind = cfg.imp.pretrain_epochs if cfg.imp.rewind == "weights" else 0
+    return Schedule(rewind, total)
+
+
+def level_sparsity(state: dict[str, torch.Tensor], keys: list[str]) -> tuple[int, int]:
+    """(zeros, total) over the prunable weights of a state dict."""
+    zeros = sum(int((state[k] == 0).sum()) for k in keys)
+    total = sum(state[k].numel() for k in keys)
+    return zeros, total
+
+
+def check_state(rel: str, state: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """A saved state must match the model key for key and shape for shape."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        missing = sorted(set(want) - set(got))[:3]
+        extra = sorted(set(got) - set(want))[:3]
+        shapes = [k for k in set(want) & set(got) if want[k] != got[k]][:3]
+        raise RunDirError(
+            f"{rel} does not fit this model (missing {missing}, unexpected {extra}, other shapes {shapes})"
+        )
+
+
+class IMP:
+    def __init__(
+        self, cfg: Config, rd: RunDir, device: torch.device, data: PreparedData | None = None
+    ):
+        self.cfg = cfg
+        self.rd = rd
+        self.device = device
+        self.data = data if data is not None else prepare_from_config(cfg)
+        self.schedule = schedule_of(cfg)
+        spec = self.data.spec
+        self.model = new_model(cfg, spec.num_classes, spec.channels, self.data.image_size)
+        self.init_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.keys = prunable_weight_keys(self.model, cfg.imp.exclude)
+        self.trainer = Trainer(self.model, cfg, self.data, device, self.schedule.total_epochs)
+
+    # -- the rewind point ------------------------------------------------------------------
+    def rewind_state(self) -> dict[str, torch.Tensor]:
+        if self.rd.recorded(REWIND):
+            state = self.rd.read_tensors(REWIND)
+            check_state(REWIND, state, self.model)
+            return state
+        r = self.schedule.rewind_epoch
+        if r > 0:
+            log.info("pretraining %d epoch(s) to the rewind point", r)
+            self.model.load_state_dict(self.init_state)
+            self.trainer.fit(0, r, self.trainer.new_optimizer(), desc="pretrain ")
+            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state = self.init_state
+        self.rd.write_tensors(REWIND, state, {"epoch": str(r), "rewind": self.cfg.imp.rewind})
+        return state
+
+    # -- masks -----------------------------------------------------------------------------
+    def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:
+        state = self.rd.read_tensors(level_file(level, "model.safetensors"))
+        check_state(level_file(level, "model.safetensors"), state, self.model)
+        masks = self.rd.read_tensors(level_file(level, "mask.safetensors"))
+        if sorted(masks) != sorted(self.keys) or any(
+            masks[k].shape != state[k].shape for k in self.keys
+        ):
+            raise RunDirError(
+                f"{level_file(level, 'mask.safetensors')} does not match this model's prunable weights"
+            )
+        return state, {k: masks[k].bool() for k in self.keys}
+
+    def masks_for(self, level: int) -> Masks:
+        if level == 0:
+            return dense_masks(self.model, self.keys)
+        state, masks = self.read_level(level - 1)
+        return prune_masks(state, masks, self.cfg.imp.rate, self.cfg.imp.scope)
+
+    # -- one level -------------------------------------------------------------------------
+    def train_level(self, level: int, rewind: dict[str, torch.Tensor], masks: Masks) -> dict:
+        cfg, sched = self.cfg, self.schedule
+        model = self.model
+        model.load_state_dict(rewind)
+        apply_masks(model, masks)
+        optimizer = self.trainer.new_optimizer()
+        rows: list[dict] = []
+        start = time.perf_counter()
+        bar = tqdm(
+            total=sched.level_epochs,
+            desc=f"level {level}/{cfg.imp.levels}",
+            unit="epoch",
+            leave=False,
+            disable=None,
+        )
+
+        def on_epoch(r: EpochResult) -> None:
+            rows.append(r.row())
+            bar.update(1)
+            bar.set_postfix(loss=f"{r.train_loss:.3f}", acc=f"{r.train_accuracy:.3f}")
+
+        try:
+            self.trainer.fit(
+                sched.rewind_epoch,
+                sched.total_epochs,
+                optimizer,
+                Masker(model, masks),
+                on_epoch=on_epoch,
+                desc=f"level {level} ",
+            )
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(
+                f"level {level}: {exc}; completed levels are intact, change the config and resume "
+                f"with --redo-from {level}"
+            ) from None
+        finally:
+            bar.close()
+        accuracy, loss = self.trainer.evaluate()
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        zeros, total = level_sparsity(state, self.keys)
+        return {
+            "metrics": {
+                "level": level,
+                "network_sparsity": zeros / total,
+                "parameter_sparsity": zeros / count_parameters(model),
+                "remaining_weights": total - zeros,
+                "prunable_weights": total,
+                "test_accuracy": accuracy,
+                "test_loss": loss,
+                "train_loss": rows[-1]["train_loss"] if rows else None,
+                "train_accuracy": rows[-1]["train_accuracy"] if rows else None,
+                "epochs": sched.level_epochs,
+                "rewind_epoch": sched.rewind_epoch,
+                "test_images": len(self.data.test_y),
+            },
+            "state": state,
+            "rows": rows,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def save_level(self, level: int, masks: Masks, result: dict) -> None:
+        rd = self.rd
+        meta = {"level": str(level)}
+        rd.write_tensors(level_file(level, "model.safetensors"), result["state"], meta)
+        rd.write_tensors(level_file(level, "mask.safetensors"), masks, meta)
+        rd.write(level_file(level, "epochs.csv"), epochs_csv(result["rows"]).encode())
+        rd.write_json(level_file(level, "metrics.json"), result["metrics"])
+        m = result["metrics"]
+        rd.level_record(level).update(
+            status="complete",
+            network_sparsity=m["network_sparsity"],
+            test_accuracy=m["test_accuracy"],
+            seconds=round(result["seconds"], 3),
+            finished=now(),
+        )
+        rd.save_manifest()
+
+    # -- the loop --------------------------------------------------------------------------
+    def verify_completed(self) -> None:
+        damaged = []
+        for level in self.rd.completed_levels():
+            for name in ("model.safetensors", "mask.safetensors", "metrics.json"):
+                problem = self.rd.check(level_file(level, name))
+                if problem:
+                    damaged.append((level, name, problem))
+        if damaged:
+            first = min(level for level, _, _ in damaged)
+            what = "; ".join(f"{level_file(lv, n)}: {p}" for lv, n, p in damaged[:3])
+            raise RunDirError(
+                f"damaged level files ({what}); redo them with "
+                f"'prunescope run --run-dir {self.rd.root} --redo-from {first}'"
+            )
+
+    def redo_from(self, level: int) -> None:
+        """Forget level ``level`` and every later one, so they are trained again."""
+        for name in list(self.rd.manifest["levels"]):
+            if int(name) >= level:
+                for rel in [
+                    r for r in self.rd.manifest["files"] if r.startswith(f"levels/{name}/")
+                ]:
+                    self.rd.forget(rel)
+                del self.rd.manifest["levels"][name]
+        self.rd.save_manifest()
+
+    def run(self, on_level=None) -> None:
+        cfg = self.cfg
+        self.verify_completed()
+        rewind = self.rewind_state()
+        for level in range(cfg.imp.levels + 1):
+            if self.rd.level_complete(level):
+                continue
+            masks = self.masks_for(level)
+            result = self.train_level(level, rewind, masks)
+            self.save_level(level, masks, result)
+            m = result["metrics"]
+            log.info(
+                "level %s/%d  sparsity %6.2f%%  test acc %.4f  test loss %.4f  (%s)",
+                level_name(level),
+                cfg.imp.levels,
+                100 * m["network_sparsity"],
+                m["test_accuracy"],
+                m["test_loss"],
+                format_seconds(result["seconds"]),
+            )
+            if on_level is not None:
+                on_level(level)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"

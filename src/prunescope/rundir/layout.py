@@ -1,0 +1,238 @@
+"""The pinned layout of a run directory (DESIGN §5) and its manifest.
+
+Every file is written atomically and its sha256 recorded in ``manifest.json``;
+every read checks the file against that record, so a damaged or half-written
+file is reported, never used.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+
+from prunescope.errors import RunDirError
+from prunescope.rundir.atomic import (
+    atomic_write_bytes,
+    json_bytes,
+    remove_stale_temporaries,
+    safetensors_payload,
+    sha256_bytes,
+)
+
+FORMAT = "prunescope-run"
+FORMAT_VERSION = 1
+
+CONFIG = "config.toml"
+MANIFEST = "manifest.json"
+REWIND = "rewind.safetensors"
+LEVELS = "levels"
+ANALYSIS = "analysis"
+REPORT = "report"
+
+
+def level_name(level: int) -> str:
+    return f"{level:02d}"
+
+
+def level_file(level: int, name: str) -> str:
+    return f"{LEVELS}/{level_name(level)}/{name}"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """The commit of the prunescope source, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str) -> dict[str, Any]:
+    from prunescope import __version__
+
+    return {
+        "prunescope": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "device": device,
+    }
+
+
+class RunDir:
+    """A run directory: paths, the manifest, and verified reads and recorded writes."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest: dict[str, Any] = {}
+
+    # -- paths ---------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def exists(self) -> bool:
+        return (self.root / MANIFEST).exists()
+
+    # -- manifest ------------------------------------------------------------------------
+    def create(self, config_text: str, env: dict[str, Any], model: str, dataset: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": now(),
+            "model": model,
+            "dataset": dataset,
+            "environment": env,
+            "files": {},
+            "levels": {},
+            "sessions": [],
+        }
+        self.write(CONFIG, config_text.encode())
+
+    def load_manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        if not self.root.is_dir():
+            raise RunDirError(f"{self.root} is not a run directory (no such folder)")
+        if not path.exists():
+            raise RunDirError(f"{self.root} is not a prunescope run directory (no {MANIFEST})")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunDirError(
+                f"{path} is damaged ({exc}); the run directory cannot be trusted"
+            ) from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise RunDirError(
+                f"{self.root} is not a prunescope run directory ({MANIFEST} of another tool)"
+            )
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise RunDirError(
+                f"{self.root} was written by run format {version}; this prunescope reads format {FORMAT_VERSION}"
+            )
+        for key in ("files", "levels", "sessions"):
+            if not isinstance(manifest.get(key), dict if key != "sessions" else list):
+                raise RunDirError(f"{path} is damaged: '{key}' is missing or malformed")
+        self.manifest = manifest
+        return manifest
+
+    def save_manifest(self) -> None:
+        atomic_write_bytes(self.root / MANIFEST, json_bytes(self.manifest))
+
+    def cleanup_temporaries(self) -> None:
+        remove_stale_temporaries(self.root)
+
+    # -- recorded writes and verified reads ----------------------------------------------
+    def write(self, rel: str, data: bytes) -> str:
+        digest = atomic_write_bytes(self.root / rel, data)
+        self.manifest["files"][rel] = {"sha256": digest, "bytes": len(data)}
+        self.save_manifest()
+        return digest
+
+    def write_json(self, rel: str, obj: Any) -> str:
+        return self.write(rel, json_bytes(obj))
+
+    def write_tensors(
+        self, rel: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    ) -> str:
+        return self.write(rel, safetensors_payload(tensors, metadata))
+
+    def forget(self, rel: str) -> None:
+        """Drop a file and its record (a level redone, a checkpoint no longer needed)."""
+        self.manifest["files"].pop(rel, None)
+        self.save_manifest()
+        (self.root / rel).unlink(missing_ok=True)
+
+    def recorded(self, rel: str) -> bool:
+        return rel in self.manifest.get("files", {})
+
+    def check(self, rel: str) -> str | None:
+        """None when the file matches its record, else what is wrong with it."""
+        record = self.manifest.get("files", {}).get(rel)
+        if record is None:
+            return "not recorded in the manifest"
+        path = self.root / rel
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror})"
+        if len(data) != record.get("bytes"):
+            return f"truncated or resized ({len(data)} bytes, manifest says {record.get('bytes')})"
+        if sha256_bytes(data) != record.get("sha256"):
+            return "content does not match its sha256 in the manifest"
+        return None
+
+    def read(self, rel: str) -> bytes:
+        record = self.manifest.get("files", {}).get(rel)
+        if record is None:
+            raise RunDirError(
+                f"{self.root / rel} is not recorded in the manifest; it cannot be trusted"
+            )
+        try:
+            data = (self.root / rel).read_bytes()
+        except FileNotFoundError:
+            raise RunDirError(f"{self.root / rel} is missing; {self._advice(rel)}") from None
+        if len(data) != record.get("bytes") or sha256_bytes(data) != record.get("sha256"):
+            raise RunDirError(
+                f"{self.root / rel} is damaged (sha256 mismatch); {self._advice(rel)}"
+            )
+        return data
+
+    def _advice(self, rel: str) -> str:
+        if rel.startswith(LEVELS + "/"):
+            level = int(rel.split("/")[1])
+            return f"redo it with 'prunescope run --run-dir {self.root} --redo-from {level}'"
+        if rel.startswith(ANALYSIS + "/"):
+            return f"recompute it with 'prunescope analyze {self.root} --force'"
+        return "this run directory cannot be resumed; start a new one"
+
+    def read_json(self, rel: str) -> Any:
+        try:
+            return json.loads(self.read(rel).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{self.root / rel} is not valid JSON: {exc}") from None
+
+    def read_tensors(self, rel: str) -> dict[str, torch.Tensor]:
+        try:
+            return safetensors_load(self.read(rel))
+        except (SafetensorError, ValueError) as exc:
+            raise RunDirError(f"{self.root / rel} is not a valid safetensors file: {exc}") from None
+
+    # -- levels --------------------------------------------------------------------------
+    def level_record(self, level: int) -> dict[str, Any]:
+        return self.manifest.setdefault("levels", {}).setdefault(level_name(level), {})
+
+    def level_complete(self, level: int) -> bool:
+        return (
+            self.manifest.get("levels", {}).get(level_name(level), {}).get("status") == "complete"
+        )
+
+    def completed_levels(self) -> list[int]:
+        return sorted(
+            int(k)
+            for k, v in self.manifest.get("levels", {}).items()
+            if v.get("status") == "complete"
+        )

@@ -1,0 +1,53 @@
+"""``prunescope run``: IMP over every level, then the analyses and the report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prunescope.analysis.accuracy import write_accuracy
+from prunescope.config import Config
+from prunescope.errors import UserInputError
+from prunescope.imp import IMP
+from prunescope.models import stage_of_layer
+from prunescope.rundir.session import WriteSession
+from prunescope.training.device import describe_device, resolve_device
+
+log = logging.getLogger("prunescope")
+
+
+def run(
+    run_dir: str | Path, cfg: Config | None, *, analyze: bool = True, redo_from: int | None = None
+) -> None:
+    device_name = cfg.device if cfg is not None else "auto"
+    with WriteSession(run_dir, cfg, device_name) as session:
+        cfg, rd = session.cfg, session.rd
+        device = resolve_device(cfg.device)
+        if redo_from is not None:
+            if not 0 <= redo_from <= cfg.imp.levels:
+                raise UserInputError(
+                    f"--redo-from {redo_from}: levels run from 0 to {cfg.imp.levels}"
+                )
+            imp = IMP(cfg, rd, device)
+            imp.redo_from(redo_from)
+        else:
+            imp = IMP(cfg, rd, device)
+        rd.manifest["layer_order"] = {
+            "stages": list(imp.model.stages),
+            "layers": list(stage_of_layer(imp.model)),
+        }
+        rd.save_manifest()
+        log.info(
+            "IMP on %s: %s, %d levels, %s",
+            cfg.model.name,
+            cfg.data.name,
+            cfg.imp.levels,
+            describe_device(device),
+        )
+        imp.run(on_level=lambda level: write_accuracy(rd))
+        write_accuracy(rd)
+        log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
+        if analyze:
+            from prunescope.analysis.runner import analyze_run
+
+            analyze_run(rd, cfg, device)

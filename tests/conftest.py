@@ -1,0 +1,29 @@
+"""Shared fixtures. Real CIFAR-10 is found through PRUNESCOPE_SHARED_DATA (set by .ci/run)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_data_dir() -> Path | None:
+    value = os.environ.get("PRUNESCOPE_SHARED_DATA")
+    return Path(value) if value else None
+
+
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    base = shared_data_dir()
+    if base is None:
+        pytest.skip(
+            "real CIFAR-10 needs PRUNESCOPE_SHARED_DATA=<path to shared/data> (set by .ci/run)"
+        )
+    root = base / "cifar10"
+    if not (root / "cifar-10-batches-py" / "test_batch").exists():
+        pytest.skip(f"real CIFAR-10 not found at {root}")
+    return root
