@@ -85,6 +85,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from prunescope.analysis.runner import parse_levels, parse_only
+    from prunescope.runner import analyze
+
+    analyze(
+        args.run_dir, args.overrides, parse_only(args.only), parse_levels(args.levels), args.force
+    )
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from prunescope.status import status_text
 
@@ -122,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--redo-from", type=int, metavar="N", help="forget level N and later ones, train them again"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("analyze", help="sparsity, weights, zeroing and similarity tables of a run")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--only", metavar="A,B", help="some of: sparsity,weights,zeroing,similarity")
+    p.add_argument("--levels", metavar="0,3,7", help="only these levels")
+    p.add_argument("--force", action="store_true", help="recompute levels already analysed")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="change an analysis.* or report.* setting, e.g. --set analysis.zeroing.test_subset=500",
+    )
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("status", help="what a run directory holds, what is left, damaged files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

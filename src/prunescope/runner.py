@@ -51,3 +51,32 @@ def run(
             from prunescope.analysis.runner import analyze_run
 
             analyze_run(rd, cfg, device)
+
+
+def analyze(
+    run_dir: str | Path,
+    overrides: list[str],
+    only: list[str] | None,
+    levels: list[int] | None,
+    force: bool,
+) -> None:
+    """``prunescope analyze``: the stored config, with analysis/report settings changeable by --set."""
+    from prunescope.analysis.runner import analyze_run
+    from prunescope.config.load import apply_overrides, parse_override, resolve, validate
+    from prunescope.rundir.session import open_run_dir
+
+    cfg = None
+    if overrides:
+        for item in overrides:
+            key = parse_override(item)[0]
+            if key[0] not in ("analysis", "report", "device"):
+                raise UserInputError(
+                    f"--set {item!r}: analyze may change analysis.*, report.* and device only"
+                )
+        _, stored = open_run_dir(run_dir)
+        cfg = resolve(
+            validate(apply_overrides(stored.model_dump(mode="json", exclude_none=True), overrides))
+        )
+    with WriteSession(run_dir, cfg, cfg.device if cfg else "auto") as session:
+        device = resolve_device(session.cfg.device)
+        analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)

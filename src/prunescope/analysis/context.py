@@ -1,0 +1,63 @@
+"""What every analysis reads from a run directory: config, levels, models, test images."""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from prunescope.api import model_for, read_level, test_images
+from prunescope.config import Config
+from prunescope.data import DeviceLoader, PreparedData, prepare_from_config
+from prunescope.models import stage_of_layer
+from prunescope.pruning.masks import Masks
+from prunescope.rundir.layout import RunDir, level_file
+
+
+class AnalysisContext:
+    def __init__(self, rd: RunDir, cfg: Config, device: torch.device):
+        self.rd = rd
+        self.cfg = cfg
+        self.device = device
+        skeleton = model_for(cfg)
+        self.stages: dict[str, list[str]] = dict(skeleton.stages)
+        self.stage_of = stage_of_layer(skeleton)
+        self.layers = list(self.stage_of)
+        self._models: OrderedDict[int, tuple[nn.Module, Masks]] = OrderedDict()
+
+    @functools.cached_property
+    def data(self) -> PreparedData:
+        return prepare_from_config(self.cfg)
+
+    def levels(self) -> list[int]:
+        return self.rd.completed_levels()
+
+    def metrics(self, level: int) -> dict:
+        return self.rd.read_json(level_file(level, "metrics.json"))
+
+    def network_sparsity(self, level: int) -> float:
+        return float(self.metrics(level)["network_sparsity"])
+
+    def level(self, level: int) -> tuple[nn.Module, Masks]:
+        """Model of a level in eval mode on the analysis device (a few kept in memory)."""
+        if level not in self._models:
+            model, masks = read_level(self.rd, self.cfg, level)
+            self._models[level] = (model.to(self.device), masks)
+            while len(self._models) > 3:
+                self._models.popitem(last=False)
+        self._models.move_to_end(level)
+        return self._models[level]
+
+    def state(self, level: int) -> dict[str, torch.Tensor]:
+        return self.rd.read_tensors(level_file(level, "model.safetensors"))
+
+    def batches(
+        self, subset: int | None, batch_size: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised test batches on the device: the run's test set or its analysis subset."""
+        x, y = test_images(self.data, self.cfg, subset)
+        spec = self.data.spec
+        loader = DeviceLoader(x, y, batch_size, spec.mean, spec.std, self.device)
+        return list(loader)

@@ -1,0 +1,159 @@
+"""``prunescope analyze``: run the analyses over a run directory, incrementally.
+
+Each analysis writes its tables under ``analysis/`` one level at a time, records
+the settings it used in the manifest, and on the next call only computes the
+levels it has not done (all of them again when its settings changed or with
+``force``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from prunescope.analysis.accuracy import write_accuracy
+from prunescope.analysis.context import AnalysisContext
+from prunescope.analysis.similarity import similarity_table
+from prunescope.analysis.sparsity import sparsity_tables
+from prunescope.analysis.tables import has_table, read_table, write_table
+from prunescope.analysis.weights import weight_hist_table
+from prunescope.analysis.zeroing import zeroing_table
+from prunescope.config import Config
+from prunescope.errors import UserInputError
+from prunescope.imp import format_seconds
+from prunescope.rundir.layout import RunDir
+
+log = logging.getLogger("prunescope")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    tables: tuple[str, ...]
+    compute: Callable[[AnalysisContext, list[int]], dict[str, pd.DataFrame]]
+    settings: Callable[[Config], dict]
+
+
+ANALYSES: dict[str, Analysis] = {
+    "sparsity": Analysis(
+        ("sparsity_layers", "sparsity_stages", "neuron_sparsity", "dead_neurons"),
+        sparsity_tables,
+        lambda cfg: {},
+    ),
+    "weights": Analysis(
+        ("weight_hist",),
+        lambda ctx, lv: {"weight_hist": weight_hist_table(ctx, lv)},
+        lambda cfg: cfg.analysis.weights.model_dump(),
+    ),
+    "zeroing": Analysis(
+        ("zeroing",),
+        lambda ctx, lv: {"zeroing": zeroing_table(ctx, lv)},
+        lambda cfg: {
+            "test_subset": cfg.analysis.zeroing.test_subset,
+            "mode": cfg.analysis.zeroing.mode,
+            "seed": cfg.seed,
+        },
+    ),
+    "similarity": Analysis(
+        ("similarity",),
+        lambda ctx, lv: {"similarity": similarity_table(ctx, lv)},
+        lambda cfg: {
+            "test_subset": cfg.analysis.similarity.test_subset,
+            "metrics": list(cfg.analysis.similarity.metrics),
+            "seed": cfg.seed,
+        },
+    ),
+}
+
+
+def parse_only(text: str | None) -> list[str]:
+    if not text:
+        return list(ANALYSES)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown:
+        raise UserInputError(
+            f"--only: unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}"
+        )
+    return names
+
+
+def parse_levels(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise UserInputError(f"--levels {text!r}: expected level numbers like 0,3,7") from None
+
+
+def levels_for(name: str, ctx: AnalysisContext, requested: list[int] | None) -> list[int]:
+    levels = ctx.levels()
+    if requested is not None:
+        missing = [lv for lv in requested if lv not in levels]
+        if missing:
+            raise UserInputError(f"--levels: level(s) {missing} are not complete in {ctx.rd.root}")
+        levels = requested
+    if name == "zeroing" and ctx.cfg.analysis.zeroing.levels != "all":
+        levels = [lv for lv in levels if lv in ctx.cfg.analysis.zeroing.levels]
+    return levels
+
+
+def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, force: bool) -> None:
+    spec = ANALYSES[name]
+    rd = ctx.rd
+    records = rd.manifest.setdefault("analyses", {})
+    settings = spec.settings(ctx.cfg)
+    record = records.get(name)
+    usable = (
+        record is not None
+        and record.get("settings") == settings
+        and all(has_table(rd, t) for t in spec.tables)
+    )
+    done = set(record["levels"]) if usable else set()
+    tables = {t: read_table(rd, t) for t in spec.tables} if usable else {}
+    levels = levels_for(name, ctx, requested)
+    todo = [lv for lv in levels if force or lv not in done]
+    if not todo:
+        log.info("%s: up to date (%d levels)", name, len(done))
+        return
+    start = time.perf_counter()
+    for level in todo:
+        new = spec.compute(ctx, [level])
+        for t in spec.tables:
+            old = tables.get(t)
+            parts = [
+                df
+                for df in (old[old["level"] != level] if old is not None else None, new[t])
+                if df is not None and not df.empty
+            ]
+            tables[t] = pd.concat(parts, ignore_index=True) if parts else new[t]
+            write_table(rd, t, tables[t])
+        done.add(level)
+        records[name] = {"settings": settings, "levels": sorted(done)}
+        rd.save_manifest()
+    log.info(
+        "%s: %d level(s) analysed in %s",
+        name,
+        len(todo),
+        format_seconds(time.perf_counter() - start),
+    )
+
+
+def analyze_run(
+    rd: RunDir,
+    cfg: Config,
+    device: torch.device,
+    only: list[str] | None = None,
+    levels: list[int] | None = None,
+    force: bool = False,
+) -> None:
+    ctx = AnalysisContext(rd, cfg, device)
+    rd.manifest.setdefault("layer_order", {"stages": list(ctx.stages), "layers": ctx.layers})
+    write_accuracy(rd)
+    for name in only or list(ANALYSES):
+        run_analysis(ctx, name, levels, force)

@@ -1,0 +1,175 @@
+"""Activation similarity between two networks (Alg. 3, Figs. 13–14), streamed.
+
+Activations of a prunable layer are the module's output reshaped to
+``[samples·H·W, channels]``. Everything the three metrics need is a sum over
+rows, accumulated in float64 one batch at a time, so memory does not depend on
+the number of test images:
+
+* per-channel sums ``s_A``, ``s_B`` and the row count ``n``;
+* Gram matrices ``AᵀA``, ``BᵀB`` and the cross matrix ``AᵀB`` (``C×C``).
+
+``cosine`` (the original code's): ⟨A, B⟩ / (‖A‖‖B‖) over the flattened matrices,
+which is tr(AᵀB) / √(tr(AᵀA) tr(BᵀB)). ``cosine_per_neuron``: the mean over
+channels of each channel's cosine, from the diagonals (channels whose
+activations are all zero in either network have no cosine and are left out).
+``cka``: linear CKA (Kornblith et al. 2019) of the column-centred matrices,
+‖A_cᵀB_c‖²_F / (‖A_cᵀA_c‖_F ‖B_cᵀB_c‖_F), with A_cᵀB_c = AᵀB − n·μ_A μ_Bᵀ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+METRICS = ("cosine", "cosine_per_neuron", "cka")
+
+
+def as_rows(act: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] → [N·H·W, C] (channels last); [N, C] stays."""
+    if act.dim() == 4:
+        return act.permute(0, 2, 3, 1).reshape(-1, act.shape[1])
+    if act.dim() == 2:
+        return act
+    raise ValueError(f"cannot compare activations of shape {tuple(act.shape)}")
+
+
+class SelfStats:
+    """Row count, column sums and Gram matrix of one network's activations at one layer."""
+
+    def __init__(self, channels: int, device: torch.device):
+        self.n = 0
+        self.sum = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.gram = torch.zeros(channels, channels, dtype=torch.float64, device=device)
+
+    def update(self, rows: torch.Tensor) -> None:
+        r = rows.double()
+        self.n += r.shape[0]
+        self.sum += r.sum(0)
+        self.gram += r.T @ r
+
+    def centred_gram(self) -> torch.Tensor:
+        mu = self.sum / self.n
+        return self.gram - self.n * torch.outer(mu, mu)
+
+
+class CrossStats:
+    def __init__(self, channels_a: int, channels_b: int, device: torch.device):
+        self.cross = torch.zeros(channels_a, channels_b, dtype=torch.float64, device=device)
+
+    def update(self, rows_a: torch.Tensor, rows_b: torch.Tensor) -> None:
+        self.cross += rows_a.double().T @ rows_b.double()
+
+
+def similarity_metrics(a: SelfStats, b: SelfStats, ab: CrossStats) -> dict[str, float]:
+    if a.n != b.n:
+        raise ValueError(f"row counts differ: {a.n} vs {b.n}")
+    diag_ab = torch.diagonal(ab.cross)
+    diag_a, diag_b = torch.diagonal(a.gram), torch.diagonal(b.gram)
+    norm = math.sqrt(float(diag_a.sum()) * float(diag_b.sum()))
+    cosine = float(diag_ab.sum()) / norm if norm > 0 else float("nan")
+    denom = torch.sqrt(diag_a * diag_b)
+    ok = denom > 0
+    per_neuron = float((diag_ab[ok] / denom[ok]).mean()) if bool(ok.any()) else float("nan")
+    mu_a, mu_b = a.sum / a.n, b.sum / b.n
+    cross_c = ab.cross - a.n * torch.outer(mu_a, mu_b)
+    ka, kb = a.centred_gram(), b.centred_gram()
+    denom_cka = float(torch.linalg.matrix_norm(ka) * torch.linalg.matrix_norm(kb))
+    cka = float((cross_c**2).sum()) / denom_cka if denom_cka > 0 else float("nan")
+    return {"cosine": cosine, "cosine_per_neuron": per_neuron, "cka": cka}
+
+
+def materialised_metrics(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """The same metrics from whole activation matrices: the reference for the streamed ones."""
+    a, b = a.double(), b.double()
+    cosine = float((a * b).sum() / (a.norm() * b.norm()))
+    na, nb = a.norm(dim=0), b.norm(dim=0)
+    ok = (na > 0) & (nb > 0)
+    per_neuron = float(((a * b).sum(0)[ok] / (na[ok] * nb[ok])).mean())
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    cka = float(
+        torch.linalg.matrix_norm(bc.T @ ac) ** 2
+        / (torch.linalg.matrix_norm(ac.T @ ac) * torch.linalg.matrix_norm(bc.T @ bc))
+    )
+    return {"cosine": cosine, "cosine_per_neuron": per_neuron, "cka": cka}
+
+
+def capture(model: torch.nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The output of each named module for one batch."""
+    modules = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    handles = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, o, name=name: out.__setitem__(name, o.detach())
+        )
+        for name in layers
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
+    """Rows of ``analysis/similarity.csv``: each level against the baseline and the previous level."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from prunescope.analysis.tables import COLUMNS
+
+    s = ctx.cfg.analysis.similarity
+    wanted = [m for m in METRICS if m in s.metrics]
+    batches = ctx.batches(s.test_subset, s.batch_size)
+    cache = ctx.__dict__.setdefault(
+        "_similarity_self", {}
+    )  # level -> {layer: SelfStats}, reused across calls
+    rows = []
+    for level in levels:
+        if level == 0:
+            continue  # the baseline against itself is 1 by definition
+        refs = sorted({0, level - 1})
+        needed = [lv for lv in [level, *refs] if lv not in cache]
+        models = {lv: ctx.level(lv)[0] for lv in [level, *refs]}
+        fresh: dict[int, dict[str, SelfStats]] = {lv: {} for lv in needed}
+        cross: dict[int, dict[str, CrossStats]] = {r: {} for r in refs}
+        for x, _ in tqdm(
+            batches, desc=f"similarity level {level}", leave=False, disable=None, unit="batch"
+        ):
+            acts = {lv: capture(m, ctx.layers, x) for lv, m in models.items()}
+            for layer in ctx.layers:
+                rows_of = {lv: as_rows(acts[lv][layer]) for lv in acts}
+                for lv in needed:
+                    st = fresh[lv].setdefault(layer, SelfStats(rows_of[lv].shape[1], x.device))
+                    st.update(rows_of[lv])
+                for r in refs:
+                    cs = cross[r].setdefault(
+                        layer, CrossStats(rows_of[level].shape[1], rows_of[r].shape[1], x.device)
+                    )
+                    cs.update(rows_of[level], rows_of[r])
+        cache.update(fresh)
+        ns = ctx.network_sparsity(level)
+        for reference, ref_level in (("baseline", 0), ("previous", level - 1)):
+            for layer in ctx.layers:
+                values = similarity_metrics(
+                    cache[level][layer], cache[ref_level][layer], cross[ref_level][layer]
+                )
+                for metric in wanted:
+                    rows.append(
+                        (
+                            level,
+                            ns,
+                            reference,
+                            ref_level,
+                            ctx.stage_of[layer],
+                            layer,
+                            metric,
+                            values[metric],
+                        )
+                    )
+        for lv in list(cache):  # keep the baseline and this level (the next one's previous)
+            if lv not in (0, level):
+                del cache[lv]
+    return pd.DataFrame(rows, columns=COLUMNS["similarity"])

@@ -1,0 +1,62 @@
+"""Stage, layer and neuron sparsity (Alg. 1, Figs. 7–10), from the saved weights.
+
+A neuron is an output channel of a convolution or an output unit of a linear
+layer; its fan-in sparsity is the fraction of zeros in ``W[i]``. Zeros are
+counted in the trained weights themselves, as the paper does.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from prunescope.analysis.context import AnalysisContext
+from prunescope.analysis.tables import COLUMNS
+
+
+def sparsity_tables(ctx: AnalysisContext, levels: list[int]) -> dict[str, pd.DataFrame]:
+    layer_rows, neuron_parts, stage_rows, dead_rows = [], [], [], []
+    for level in levels:
+        state = ctx.state(level)
+        ns = ctx.network_sparsity(level)
+        stage_totals: dict[str, list[int]] = {}
+        for layer in ctx.layers:
+            stage = ctx.stage_of[layer]
+            w = state[f"{layer}.weight"]
+            rows = w.reshape(w.shape[0], -1) == 0
+            zeros_per = rows.sum(1).to(torch.int64)
+            fan_in = rows.shape[1]
+            zeros, weights = int(zeros_per.sum()), int(w.numel())
+            layer_rows.append((level, ns, stage, layer, weights, zeros, zeros / weights))
+            neuron_parts.append(
+                pd.DataFrame(
+                    {
+                        "level": level,
+                        "network_sparsity": ns,
+                        "stage": stage,
+                        "layer": layer,
+                        "neuron": range(rows.shape[0]),
+                        "fan_in": fan_in,
+                        "zeros": zeros_per.numpy(),
+                        "sparsity": zeros_per.numpy() / fan_in,
+                    }
+                )
+            )
+            dead_rows.append(
+                (level, ns, stage, layer, rows.shape[0], int((zeros_per == fan_in).sum()))
+            )
+            tot = stage_totals.setdefault(stage, [0, 0])
+            tot[0] += weights
+            tot[1] += zeros
+        for stage, (weights, zeros) in stage_totals.items():
+            stage_rows.append((level, ns, stage, weights, zeros, zeros / weights))
+    return {
+        "sparsity_layers": pd.DataFrame(layer_rows, columns=COLUMNS["sparsity_layers"]),
+        "sparsity_stages": pd.DataFrame(stage_rows, columns=COLUMNS["sparsity_stages"]),
+        "neuron_sparsity": (
+            pd.concat(neuron_parts, ignore_index=True)
+            if neuron_parts
+            else pd.DataFrame(columns=COLUMNS["neuron_sparsity"])
+        ),
+        "dead_neurons": pd.DataFrame(dead_rows, columns=COLUMNS["dead_neurons"]),
+    }
