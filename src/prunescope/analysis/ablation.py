@@ -197,7 +197,7 @@ class AblationEngine:
         vals = {a: ablated.get(a, env[a]) for a in node.all_input_nodes}
         deltas = [a for a in node.all_input_nodes if isinstance(vals[a], Delta)]
         if deltas:
-            fast = self._delta_rule(node, env, vals, deltas[0])
+            fast = self._delta_rule(node, env, vals, deltas[0], ablated)
             if fast is not None:
                 return fast
         # Dense fallback: ablated inputs as K*B rows, batch-sized base inputs repeated K times.
@@ -217,7 +217,9 @@ class AblationEngine:
                 dense_vals[a] = v
         return self._run_plain(node, dense_vals)
 
-    def _delta_rule(self, node: fx.Node, env: dict, vals: dict, first: fx.Node) -> object | None:
+    def _delta_rule(
+        self, node: fx.Node, env: dict, vals: dict, first: fx.Node, ablated: dict
+    ) -> object | None:
         """Propagate a one-channel change exactly, or return None to fall back to dense."""
         d: Delta = vals[first]
         if node.op == "call_module":
@@ -258,6 +260,13 @@ class AblationEngine:
                 if len(node.args) != 2 or node.kwargs:
                     return None
                 a, b = node.args
+                if any(
+                    isinstance(arg, fx.Node)
+                    and arg in ablated
+                    and not isinstance(ablated[arg], Delta)
+                    for arg in (a, b)
+                ):
+                    return None  # a dense ablated operand: the sum is dense too
                 va = vals.get(a, a) if isinstance(a, fx.Node) else a
                 vb = vals.get(b, b) if isinstance(b, fx.Node) else b
                 base_out = env[node]

@@ -64,13 +64,15 @@ class CrossStats:
 def similarity_metrics(a: SelfStats, b: SelfStats, ab: CrossStats) -> dict[str, float]:
     if a.n != b.n:
         raise ValueError(f"row counts differ: {a.n} vs {b.n}")
-    diag_ab = torch.diagonal(ab.cross)
-    diag_a, diag_b = torch.diagonal(a.gram), torch.diagonal(b.gram)
-    norm = math.sqrt(float(diag_a.sum()) * float(diag_b.sum()))
-    cosine = float(diag_ab.sum()) / norm if norm > 0 else float("nan")
-    denom = torch.sqrt(diag_a * diag_b)
-    ok = denom > 0
-    per_neuron = float((diag_ab[ok] / denom[ok]).mean()) if bool(ok.any()) else float("nan")
+    cosine = per_neuron = float("nan")
+    if a.gram.shape == b.gram.shape:  # cosines need the same channels; CKA does not
+        diag_ab = torch.diagonal(ab.cross)
+        diag_a, diag_b = torch.diagonal(a.gram), torch.diagonal(b.gram)
+        norm = math.sqrt(float(diag_a.sum()) * float(diag_b.sum()))
+        cosine = float(diag_ab.sum()) / norm if norm > 0 else float("nan")
+        denom = torch.sqrt(diag_a * diag_b)
+        ok = denom > 0
+        per_neuron = float((diag_ab[ok] / denom[ok]).mean()) if bool(ok.any()) else float("nan")
     mu_a, mu_b = a.sum / a.n, b.sum / b.n
     cross_c = ab.cross - a.n * torch.outer(mu_a, mu_b)
     ka, kb = a.centred_gram(), b.centred_gram()

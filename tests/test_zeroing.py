@@ -1,0 +1,108 @@
+"""Neuron zeroing: the fast engine equals Alg. 2's naive loop, neuron by neuron."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prunescope import build_model
+from prunescope.analysis.zeroing import zeroing_fast, zeroing_naive
+from prunescope.models.regnet import RegNetX
+from prunescope.models.vgg import VGG
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-looking BN statistics, so that a zeroed channel's BN constant is not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def narrow_models():
+    torch.manual_seed(0)
+    return {
+        "resnet": build_model("resnet8", 10, 3, 16),
+        "vgg": VGG(((8,), (8, 8), (16,), (16,), (16,)), hidden=24, num_classes=10, image_size=32),
+        "regnetx": RegNetX(
+            (1, 2, 1, 2), (8, 16, 24, 32), group_width=8, stem_width=8, num_classes=10
+        ),
+    }
+
+
+def batches_for(size: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(50, 3, size, size, generator=g)
+    y = torch.randint(0, 10, (50,), generator=g)
+    return [(x[:20], y[:20]), (x[20:45], y[20:45]), (x[45:], y[45:])]
+
+
+@pytest.mark.parametrize("name", ["resnet", "vgg", "regnetx"])
+@pytest.mark.parametrize("mode", ["weights", "output"])
+def test_fast_zeroing_equals_the_naive_loop(name, mode):
+    model = randomise_bn(narrow_models()[name])
+    size = 32 if name == "vgg" else 16
+    layers = [layer for layers in model.stages.values() for layer in layers]
+    batches = batches_for(size)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    naive = zeroing_naive(model, layers, batches, mode)
+    # small chunks and a small memory budget exercise the chunking too
+    fast = zeroing_fast(model, layers, batches, mode, max_ablations=5, memory_budget=2**20)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "weights restored"
+    assert fast.images == naive.images == 50
+    assert fast.base_correct == naive.base_correct
+    assert fast.base_loss_sum == pytest.approx(naive.base_loss_sum, abs=1e-4)
+    for layer in layers:
+        assert torch.equal(fast.correct[layer], naive.correct[layer]), layer
+        assert torch.allclose(
+            fast.loss_sum[layer] / 50, naive.loss_sum[layer] / 50, atol=1e-5, rtol=0
+        ), layer
+    # the ablations matter: not every neuron leaves the loss unchanged
+    assert any((naive.loss_sum[layer] - naive.base_loss_sum).abs().max() > 1e-3 for layer in layers)
+
+
+class HandNet(nn.Module):
+    """x (2 features) → hidden Linear(2→2) → ReLU → fc Linear(2→2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(2, 2)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.hidden.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+            self.hidden.bias.copy_(torch.tensor([0.0, 0.5]))
+            self.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+            self.fc.bias.zero_()
+        self.stages = {"hidden": ["hidden"], "fc": ["fc"]}
+
+    def forward(self, x):
+        return self.fc(self.relu(self.hidden(x)))
+
+
+def test_zeroing_by_hand():
+    # logits = relu(x + [0, .5]): class 0 wins when x0 > x1 + .5
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.8], [3.0, 1.0]])
+    y = torch.tensor([0, 1, 0, 0])
+    model = HandNet().eval()
+    for res in (
+        zeroing_naive(model, ["hidden", "fc"], [(x, y)]),
+        zeroing_fast(model, ["hidden", "fc"], [(x, y)]),
+    ):
+        # base: logits [2,.5] [0,2.5] [1,1.3] [3,1.5] -> 0,1,1,0: 3 of 4 correct
+        assert res.base_correct == 3
+        # zero hidden 0: logits [0,.5] [0,2.5] [0,1.3] [0,1.5] -> all class 1: 1 correct
+        # zero hidden 1: logits [2,0] [0,0] [1,0] [3,0] -> 0,0 (tie: first),0,0: 3 correct
+        assert res.correct["hidden"].tolist() == [1, 3]
+        # zero fc 0 (row and bias): logit 0 is 0: only sample 1 is right; zero fc 1: class 0 unless x0 = 0
+        assert res.correct["fc"].tolist() == [1, 3]
+        want_loss = torch.nn.functional.cross_entropy(
+            torch.tensor([[0, 0.5], [0, 2.5], [0, 1.3], [0, 1.5]]), y, reduction="sum"
+        )
+        assert float(res.loss_sum["hidden"][0]) == pytest.approx(float(want_loss), rel=1e-6)
