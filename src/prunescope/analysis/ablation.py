@@ -44,6 +44,25 @@ class Delta:
     slices: torch.Tensor
 
 
+def repeat_rows(base: torch.Tensor, k: int) -> torch.Tensor:
+    """``base`` ([B, ...]) stacked K times along the batch, in the same memory format."""
+    fmt = (
+        torch.channels_last
+        if base.dim() == 4
+        and not base.is_contiguous()
+        and base.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+    out = torch.empty(
+        (k * base.shape[0], *base.shape[1:]),
+        dtype=base.dtype,
+        device=base.device,
+        memory_format=fmt,
+    )
+    out.view(k, *base.shape).copy_(base.unsqueeze(0).expand(k, *base.shape))
+    return out
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Symbolically trace ``model`` (standard torch modules stay leaves)."""
     return fx.symbolic_trace(model)
@@ -186,11 +205,13 @@ class AblationEngine:
     # (ablation-major); a value not downstream of the ablation is the base value.
     def _dense(self, value: object, base: torch.Tensor, k: int) -> torch.Tensor:
         if isinstance(value, Delta):
-            full = base.unsqueeze(0).repeat(k, *([1] * base.dim()))
-            full[torch.arange(k, device=base.device), :, value.idx] = value.slices
-            return full.view(k * base.shape[0], *base.shape[1:])
+            full = repeat_rows(base, k)
+            full.view(k, *base.shape)[torch.arange(k, device=base.device), :, value.idx] = (
+                value.slices
+            )
+            return full
         if isinstance(value, torch.Tensor) and value is base:
-            return base.repeat(k, *([1] * (base.dim() - 1)))
+            return repeat_rows(base, k)
         return value
 
     def _run_ablated(self, node: fx.Node, env: dict, ablated: dict, k: int) -> object:
@@ -321,14 +342,14 @@ class AblationEngine:
         update = update.view(b, k, cout_pg, *update.shape[2:]).transpose(
             0, 1
         )  # [K, B, cout_pg, H', W']
-        full = base_out.unsqueeze(0).repeat(k, *([1] * base_out.dim()))  # [K, B, C, H', W']
+        full = repeat_rows(base_out, k)
+        view = full.view(k, *base_out.shape)  # [K, B, C, H', W']
         if conv.groups == 1:
-            full += update
+            view += update
         else:
             rows = torch.arange(k, device=full.device).unsqueeze(1)
-            view = full.transpose(1, 2)  # [K, C, B, H', W']
-            view[rows, out_ch] += update.transpose(1, 2)
-        return full.view(k * b, *base_out.shape[1:])
+            view.transpose(1, 2)[rows, out_ch] += update.transpose(1, 2)
+        return full
 
     @staticmethod
     def _linear_rank_one(

@@ -7,7 +7,8 @@ gives the same answers through :class:`~prunescope.analysis.ablation.AblationEng
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,8 @@ def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return correct, loss
 
 
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+# Any re-iterable source of (images, labels) batches: a list, or a DeviceLoader.
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -52,8 +54,12 @@ def zeroing_naive(
     batches: Batches,
     mode: str = "weights",
     progress: Callable[[int], None] | None = None,
+    neurons: dict[str, list[int]] | None = None,
 ) -> ZeroingResult:
-    """Alg. 2 as written: zero a neuron, evaluate everything, restore; neuron by neuron."""
+    """Alg. 2 as written: zero a neuron, evaluate everything, restore; neuron by neuron.
+
+    ``neurons`` restricts a layer to some of its neurons (the others stay 0 in the result).
+    """
     model.eval()
     modules = dict(model.named_modules())
     targets = {
@@ -75,7 +81,7 @@ def zeroing_naive(
         n = neuron_count(module)
         correct = torch.zeros(n, dtype=torch.int64)
         loss = torch.zeros(n, dtype=torch.float64)
-        for i in range(n):
+        for i in (neurons or {}).get(layer, range(n)):
             if mode == "weights":
                 saved_w = module.weight[i].clone()
                 saved_b = module.bias[i].clone() if module.bias is not None else None
@@ -112,16 +118,27 @@ def zeroing_fast(
     batches: Batches,
     mode: str = "weights",
     max_ablations: int = 64,
-    memory_budget: int = 512 * 2**20,
+    memory_budget: int | None = None,
     progress: Callable[[int], None] | None = None,
+    neurons: dict[str, list[int]] | None = None,
 ) -> ZeroingResult:
-    """The same numbers as :func:`zeroing_naive`, batch by batch through the ablation engine."""
-    model.eval()
+    """The same numbers as :func:`zeroing_naive`, batch by batch through the ablation engine.
+
+    Convolutions run in channels_last (faster with oneDNN and cuDNN) on a copy of the model.
+    """
+    model = copy.deepcopy(model).eval()
+    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device
+    if memory_budget is None:
+        # measured on 2 CPU cores: ResNet20 zeroing is fastest with 32 MB per pass (cache-sized);
+        # a GPU wants large passes
+        memory_budget = 2 * 2**30 if device.type == "cuda" else 32 * 2**20
     engine = AblationEngine(
         model, layers, mode, memory_budget=memory_budget, max_ablations=max_ablations
     )
     modules = dict(model.named_modules())
-    device = batches[0][0].device
     correct = {
         layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.int64, device=device)
         for layer in layers
@@ -132,25 +149,33 @@ def zeroing_fast(
     }
     base_correct = torch.zeros((), dtype=torch.int64, device=device)
     base_loss = torch.zeros((), dtype=torch.float64, device=device)
+    images = 0
     for x, y in batches:
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        images += len(y)
         env = engine.base_pass(x)
         out_node = next(n for n in reversed(engine.gm.graph.nodes) if n.op == "output")
         c, s = _score(env[out_node].unsqueeze(0), y)
         base_correct += c[0]
         base_loss += s[0]
         for layer in layers:
-            n = len(correct[layer])
+            chosen = torch.as_tensor(
+                list((neurons or {}).get(layer, range(len(correct[layer])))),
+                dtype=torch.int64,
+                device=device,
+            )
             step = engine.chunk_size(layer, env, len(y))
-            for lo in range(0, n, step):
-                channels = torch.arange(lo, min(n, lo + step), device=device)
+            for lo in range(0, len(chosen), step):
+                channels = chosen[lo : lo + step]
                 c, s = _score(engine.ablate(layer, channels, env), y)
-                correct[layer][lo : lo + len(channels)] += c
-                loss[layer][lo : lo + len(channels)] += s
+                correct[layer][channels] += c
+                loss[layer][channels] += s
             if progress:
                 progress(1)
         del env
     return ZeroingResult(
-        images=sum(len(y) for _, y in batches),
+        images=images,
         base_correct=int(base_correct),
         base_loss_sum=float(base_loss),
         correct={k: v.cpu() for k, v in correct.items()},
