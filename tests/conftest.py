@@ -27,3 +27,14 @@ def cifar10_root() -> Path:
     if not (root / "cifar-10-batches-py" / "test_batch").exists():
         pytest.skip(f"real CIFAR-10 not found at {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def analysed_run(tmp_path_factory) -> Path:
+    """A tiny IMP run (digits, resnet8, 4 levels) with every analysis and the report."""
+    from imp_helpers import tiny_config
+    from prunescope.runner import run
+
+    root = tmp_path_factory.mktemp("analysed") / "run"
+    run(root, tiny_config(), analyze=True)
+    return root

@@ -95,6 +95,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from prunescope.report.build import make_report
+
+    index = make_report(args.run_dirs, args.out)
+    print(index)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from prunescope.status import status_text
 
@@ -147,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="change an analysis.* or report.* setting, e.g. --set analysis.zeroing.test_subset=500",
     )
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "report", help="figures, findings and report/index.html from the analysis tables"
+    )
+    p.add_argument(
+        "run_dirs",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="the run to report on; more runs are overlaid on the accuracy figure",
+    )
+    p.add_argument("--out", type=Path, metavar="DIR", help="write here instead of RUN_DIR/report")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("status", help="what a run directory holds, what is left, damaged files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

@@ -49,8 +49,13 @@ def run(
         log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
         if analyze:
             from prunescope.analysis.runner import analyze_run
+            from prunescope.report.build import build_report, record_report
 
             analyze_run(rd, cfg, device)
+            target = rd.root / "report"
+            build_report([rd.root], target, rd, cfg)
+            record_report(rd, target)
+            log.info("report: %s", target / "index.html")
 
 
 def analyze(
@@ -77,6 +82,6 @@ def analyze(
         cfg = resolve(
             validate(apply_overrides(stored.model_dump(mode="json", exclude_none=True), overrides))
         )
-    with WriteSession(run_dir, cfg, cfg.device if cfg else "auto") as session:
+    with WriteSession(run_dir, cfg, cfg.device if cfg else "auto", create=False) as session:
         device = resolve_device(session.cfg.device)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)

@@ -59,8 +59,9 @@ def open_run_dir(root: str | Path) -> tuple[RunDir, Config]:
 class WriteSession:
     """Holds the lock while a run directory is written; creates or resumes it."""
 
-    def __init__(self, root: str | Path, cfg: Config | None, device_name: str):
+    def __init__(self, root: str | Path, cfg: Config | None, device_name: str, create: bool = True):
         self.rd = RunDir(root)
+        self.create = create
         self.cfg_in = cfg
         self.device_name = device_name
         self.lock = RunLock(Path(root))
@@ -68,6 +69,8 @@ class WriteSession:
 
     def __enter__(self) -> WriteSession:
         root = self.rd.root
+        if not self.create:
+            self.rd.load_manifest()  # an existing run, or a clear error before anything is written
         if root.exists() and not root.is_dir():
             raise RunDirError(f"{root} exists and is not a folder")
         if (

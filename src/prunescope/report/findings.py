@@ -1,0 +1,255 @@
+"""The paper's four findings, and the critical sparsity, measured on one run's tables.
+
+Every function takes tidy tables (pandas DataFrames with the pinned columns)
+and returns plain numbers, so that a script can read ``summary.json`` and a
+test can build the tables by hand.
+
+1. Later stages are pruned more: per pruned level, the Spearman rank
+   correlation between a stage's position in the network and its sparsity
+   (over the layers IMP prunes; excluded layers are left out).
+2. Fully pruned neurons: per level, how many neurons of pruned layers have all
+   their incoming weights at zero, and the highest neuron sparsity.
+3. Spread of zeroing effects: per level, the standard deviation and quartiles
+   of the change in accuracy when one neuron is zeroed, and its rank
+   correlation with network sparsity.
+4. Similarity to the baseline: per level and stage, the mean similarity of the
+   stage's layers to the dense network, and the rank correlation of stage
+   position with it (negative: later stages drift further).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _f(x: Any) -> float | None:
+    """A JSON-safe float: NaN and infinities become None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def spearman(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+    sx, sy = pd.Series(np.asarray(x, dtype=float)), pd.Series(np.asarray(y, dtype=float))
+    if len(sx) < 2 or sx.nunique() < 2 or sy.nunique() < 2:
+        return float("nan")
+    return float(sx.rank().corr(sy.rank()))
+
+
+def critical_sparsity(accuracy: pd.DataFrame, margin: float) -> dict[str, Any]:
+    """The first level whose accuracy falls more than ``margin`` below the dense level 0."""
+    acc = accuracy.sort_values("level")
+    base = acc[acc["level"] == 0]
+    if base.empty:
+        return {
+            "baseline_accuracy": None,
+            "margin": margin,
+            "level": None,
+            "network_sparsity": None,
+        }
+    base_acc = float(base["test_accuracy"].iloc[0])
+    below = acc[(acc["level"] > 0) & (acc["test_accuracy"] < base_acc - margin)]
+    out: dict[str, Any] = {
+        "baseline_accuracy": base_acc,
+        "margin": margin,
+        "level": None,
+        "network_sparsity": None,
+        "test_accuracy": None,
+        "drop": None,
+        "last_level_within_margin": None,
+    }
+    within = acc[(acc["level"] > 0) & (acc["test_accuracy"] >= base_acc - margin)]
+    if not below.empty:
+        first = below.iloc[0]
+        out.update(
+            level=int(first["level"]),
+            network_sparsity=float(first["network_sparsity"]),
+            test_accuracy=float(first["test_accuracy"]),
+            drop=base_acc - float(first["test_accuracy"]),
+        )
+        within = within[within["level"] < out["level"]]
+    if not within.empty:
+        out["last_level_within_margin"] = int(within["level"].iloc[-1])
+    return out
+
+
+def pruned_stage_sparsity(
+    layers: pd.DataFrame, stage_order: list[str], exclude: list[str]
+) -> pd.DataFrame:
+    """Stage sparsity over the layers IMP prunes: columns level, network_sparsity, stage, position, sparsity."""
+    df = layers[~layers["layer"].isin(exclude)]
+    g = df.groupby(["level", "network_sparsity", "stage"], as_index=False)[
+        ["weights", "zeros"]
+    ].sum()
+    g["sparsity"] = g["zeros"] / g["weights"]
+    position = {s: i for i, s in enumerate(stage_order)}
+    g["position"] = g["stage"].map(position)
+    return g.sort_values(["level", "position"]).reset_index(drop=True)
+
+
+def stage_order_finding(
+    layers: pd.DataFrame,
+    stage_order: list[str],
+    exclude: list[str],
+    critical_level: int | None = None,
+) -> dict[str, Any]:
+    st = pruned_stage_sparsity(layers, stage_order, exclude)
+    per_level = []
+    for level, g in st[st["level"] > 0].groupby("level"):
+        rho = spearman(g["position"], g["sparsity"])
+        increasing = bool((np.diff(g["sparsity"].to_numpy()) > 0).all())
+        per_level.append(
+            {
+                "level": int(level),
+                "network_sparsity": float(g["network_sparsity"].iloc[0]),
+                "rho": _f(rho),
+                "monotone_increasing": increasing,
+                "stage_sparsity": {
+                    s: float(v) for s, v in zip(g["stage"], g["sparsity"], strict=True)
+                },
+            }
+        )
+    considered = [p for p in per_level if critical_level is None or p["level"] < critical_level]
+    rhos = [p["rho"] for p in considered if p["rho"] is not None]
+    return {
+        "stages": [s for s in stage_order if s in set(st["stage"])],
+        "per_level": per_level,
+        "levels_considered": len(considered),
+        "levels_later_stages_pruned_more": sum(1 for r in rhos if r > 0),
+        "levels_strictly_increasing": sum(1 for p in considered if p["monotone_increasing"]),
+        "mean_rho": _f(np.mean(rhos)) if rhos else None,
+    }
+
+
+def dead_neuron_finding(
+    dead: pd.DataFrame, neurons: pd.DataFrame, exclude: list[str]
+) -> dict[str, Any]:
+    d = dead[~dead["layer"].isin(exclude)]
+    n = neurons[~neurons["layer"].isin(exclude)]
+    per_level = []
+    for level, g in d.groupby("level"):
+        ns = n[n["level"] == level]["sparsity"]
+        per_level.append(
+            {
+                "level": int(level),
+                "network_sparsity": float(g["network_sparsity"].iloc[0]),
+                "fully_pruned": int(g["fully_pruned"].sum()),
+                "neurons": int(g["neurons"].sum()),
+                "max_neuron_sparsity": _f(ns.max()) if len(ns) else None,
+                "layers_with_fully_pruned": sorted(g[g["fully_pruned"] > 0]["layer"].tolist()),
+            }
+        )
+    with_dead = [p["level"] for p in per_level if p["fully_pruned"] > 0]
+    return {
+        "per_level": per_level,
+        "total_fully_pruned": sum(p["fully_pruned"] for p in per_level),
+        "first_level_with_fully_pruned": with_dead[0] if with_dead else None,
+    }
+
+
+def zeroing_spread_finding(
+    zeroing: pd.DataFrame, critical_level: int | None = None
+) -> dict[str, Any]:
+    per_level = []
+    for level, g in zeroing.groupby("level"):
+        d = g["delta_accuracy"]
+        per_level.append(
+            {
+                "level": int(level),
+                "network_sparsity": float(g["network_sparsity"].iloc[0]),
+                "neurons": len(d),
+                "std": _f(d.std(ddof=0)),
+                "q1": _f(d.quantile(0.25)),
+                "median": _f(d.median()),
+                "q3": _f(d.quantile(0.75)),
+                "min": _f(d.min()),
+                "max": _f(d.max()),
+            }
+        )
+    considered = [p for p in per_level if critical_level is None or p["level"] < critical_level]
+    out: dict[str, Any] = {
+        "per_level": per_level,
+        "levels_considered": len(considered),
+        "rho_sparsity_std": None,
+        "first_std": None,
+        "last_std": None,
+    }
+    if considered:
+        out["rho_sparsity_std"] = _f(
+            spearman([p["network_sparsity"] for p in considered], [p["std"] for p in considered])
+        )
+        out["first_std"], out["last_std"] = considered[0]["std"], considered[-1]["std"]
+        out["first_level"], out["last_level"] = considered[0]["level"], considered[-1]["level"]
+    return out
+
+
+def similarity_finding(
+    similarity: pd.DataFrame,
+    stage_order: list[str],
+    metric: str = "cosine",
+    critical_level: int | None = None,
+) -> dict[str, Any]:
+    s = similarity[(similarity["reference"] == "baseline") & (similarity["metric"] == metric)]
+    position = {st: i for i, st in enumerate(stage_order)}
+    per_level = []
+    for level, g in s.groupby("level"):
+        by_stage = g.groupby("stage")["value"].mean()
+        stages = sorted(by_stage.index, key=lambda st: position.get(st, len(position)))
+        per_level.append(
+            {
+                "level": int(level),
+                "network_sparsity": float(g["network_sparsity"].iloc[0]),
+                "stage_mean": {st: _f(by_stage[st]) for st in stages},
+                "rho_stage_similarity": _f(
+                    spearman([position[st] for st in stages], [by_stage[st] for st in stages])
+                ),
+                "mean": _f(g["value"].mean()),
+            }
+        )
+    considered = [p for p in per_level if critical_level is None or p["level"] < critical_level]
+    rhos = [p["rho_stage_similarity"] for p in considered if p["rho_stage_similarity"] is not None]
+    lowest = (
+        min(considered, key=lambda p: p["mean"] if p["mean"] is not None else math.inf)
+        if considered
+        else None
+    )
+    return {
+        "metric": metric,
+        "per_level": per_level,
+        "levels_considered": len(considered),
+        "levels_later_stages_less_similar": sum(1 for r in rhos if r < 0),
+        "mean_rho": _f(np.mean(rhos)) if rhos else None,
+        "lowest_level": lowest["level"] if lowest else None,
+        "lowest_mean": lowest["mean"] if lowest else None,
+        "last_considered": considered[-1] if considered else None,
+    }
+
+
+def all_findings(
+    tables: dict[str, pd.DataFrame], stage_order: list[str], exclude: list[str], margin: float
+) -> dict[str, Any]:
+    crit = critical_sparsity(tables["accuracy"], margin)
+    level = crit["level"]
+    out: dict[str, Any] = {"critical_sparsity": crit}
+    if "sparsity_layers" in tables:
+        out["later_stages_pruned_more"] = stage_order_finding(
+            tables["sparsity_layers"], stage_order, exclude, level
+        )
+    if "dead_neurons" in tables and "neuron_sparsity" in tables:
+        out["fully_pruned_neurons"] = dead_neuron_finding(
+            tables["dead_neurons"], tables["neuron_sparsity"], exclude
+        )
+    if "zeroing" in tables:
+        out["zeroing_spread"] = zeroing_spread_finding(tables["zeroing"], level)
+    if "similarity" in tables:
+        out["similarity_to_baseline"] = {
+            m: similarity_finding(tables["similarity"], stage_order, m, level)
+            for m in sorted(tables["similarity"]["metric"].unique())
+        }
+    return out

@@ -1,0 +1,106 @@
+"""The report: every figure from a real (small) run, the page, summary.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pandas as pd
+from PIL import Image
+
+from prunescope.cli import main
+from prunescope.report.build import make_report
+from prunescope.report.findings import critical_sparsity
+
+FIGURES = [
+    "accuracy",
+    "weight_distributions",
+    "stage_sparsity",
+    "neuron_sparsity",
+    "zeroing",
+    "similarity_cosine",
+    "similarity_cosine_per_neuron",
+    "similarity_cka",
+]
+
+
+def test_every_figure_renders_without_warnings(analysed_run, tmp_path):
+    out = tmp_path / "report"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_report([analysed_run], out)
+    ours = [
+        w
+        for w in caught
+        if any(k in (w.filename or "") for k in ("matplotlib", "pandas", "prunescope"))
+    ]
+    assert not ours, [f"{w.filename}:{w.lineno}: {w.message}" for w in ours]
+    sizes = {}
+    for name in FIGURES:
+        png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
+        with Image.open(png) as im:
+            im.verify()
+        with Image.open(png) as im:
+            sizes[name] = im.size
+            # not blank: a real plot has many distinct colours
+            assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 20, name
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000, name
+    assert sizes["accuracy"] == (1200, 675)  # 8 x 4.5 in at 150 dpi
+    assert sizes["stage_sparsity"] == (900, 675)
+    assert sizes["weight_distributions"] == (1800, 540)
+    # levels 0-3 are 0/20/36/48.8% sparse: nearest to 20/59/79/89% are levels 1 and 3;
+    # 2.2 in per level plus 1 in
+    assert sizes["neuron_sparsity"] == (1800, round(150 * (2.2 * 2 + 1.0)))
+    assert all(w == 1800 for n, (w, _) in sizes.items() if n.startswith("similarity"))
+
+
+def test_page_and_summary(analysed_run):
+    out = analysed_run / "report"
+    html = (out / "index.html").read_text()
+    for src in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert (out / src).exists(), src
+    assert len(re.findall(r"<img ", html)) == len(FIGURES)
+    assert "<script" not in html and "http" not in html.replace("http-equiv", "")
+    summary = json.loads((out / "summary.json").read_text())
+    acc = pd.read_csv(analysed_run / "analysis/accuracy.csv")
+    want = critical_sparsity(acc, 0.02)
+    assert summary["findings"]["critical_sparsity"] == want
+    f = summary["findings"]
+    for key in (
+        "later_stages_pruned_more",
+        "fully_pruned_neurons",
+        "zeroing_spread",
+        "similarity_to_baseline",
+    ):
+        assert key in f
+    dead = pd.read_csv(analysed_run / "analysis/dead_neurons.csv")
+    dead = dead[dead["layer"] != "fc"]
+    assert f["fully_pruned_neurons"]["total_fully_pruned"] == int(dead["fully_pruned"].sum())
+    # the findings section states the measured numbers
+    z = f["zeroing_spread"]
+    assert f"{100 * z['first_std']:.2f} points at level {z['first_level']}" in html
+    assert "Critical sparsity" in html
+    assert {fig["name"] for fig in summary["figures"]} == set(FIGURES)
+    # report files are recorded in the manifest like every other run file
+    manifest = json.loads((analysed_run / "manifest.json").read_text())
+    assert (
+        "report/index.html" in manifest["files"]
+        and "report/figures/accuracy.png" in manifest["files"]
+    )
+
+
+def test_several_runs_overlay(analysed_run, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["report", str(analysed_run), str(analysed_run), "--out", str(out)]) == 0
+    html = (out / "index.html").read_text()
+    assert "Runs compared" in html
+    assert capsys.readouterr().out.strip() == str(out / "index.html")
+
+
+def test_report_needs_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
+    assert main(["analyze", str(tmp_path / "nothing")]) == 2
+    assert not (tmp_path / "nothing").exists()
