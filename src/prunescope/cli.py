@@ -82,6 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     has_config = args.preset is not None or args.config is not None or args.overrides
     cfg = config_from_args(args) if has_config else None
     run(args.run_dir, cfg, analyze=not args.no_analyze, redo_from=args.redo_from)
+    if not args.no_analyze:
+        print(args.run_dir / "report" / "index.html")
     return 0
 
 
@@ -116,8 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Iterative Magnitude Pruning with rewinding, and the structure it leaves behind.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw):
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser
 
     p = sub.add_parser("models", help="registered models: parameters and stages")
     p.set_defaults(func=cmd_models)

@@ -12,6 +12,7 @@ it, so a run resumes after the last completed level with identical results.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ from prunescope.pruning.masks import (
     apply_masks,
     dense_masks,
     prunable_weight_keys,
+)
+from prunescope.rundir.checkpoint import (
+    load_checkpoint,
+    remove_checkpoint,
+    restore_rng,
+    save_checkpoint,
 )
 from prunescope.rundir.layout import REWIND, RunDir, level_file, level_name, now
 from prunescope.training.trainer import EpochResult, Trainer
@@ -102,13 +109,93 @@ class IMP:
         r = self.schedule.rewind_epoch
         if r > 0:
             log.info("pretraining %d epoch(s) to the rewind point", r)
-            self.model.load_state_dict(self.init_state)
-            self.trainer.fit(0, r, self.trainer.new_optimizer(), desc="pretrain ")
+            try:
+                self.train_phase("pretrain", None, self.init_state, None, 0, r)
+            except NonFiniteLossError as exc:
+                raise NonFiniteLossError(
+                    f"pretraining: {exc}; change the config and run again with --redo-from 0"
+                ) from None
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         else:
             state = self.init_state
-        self.rd.write_tensors(REWIND, state, {"epoch": str(r), "rewind": self.cfg.imp.rewind})
+        self.rd.write_tensors(REWIND, state)
+        remove_checkpoint(self.rd)
         return state
+
+    # -- training with checkpoints ---------------------------------------------------------
+    def train_phase(
+        self,
+        phase: str,
+        level: int | None,
+        start: dict[str, torch.Tensor],
+        masks: Masks | None,
+        first_epoch: int,
+        end_epoch: int,
+    ) -> list[dict]:
+        """Train epochs ``first_epoch..end_epoch-1`` from ``start`` (× ``masks``), resuming from
+        this phase's checkpoint when there is one; returns the per-epoch rows."""
+        model, rd = self.model, self.rd
+        name = "pretraining" if phase == "pretrain" else f"level {level}"
+        model.load_state_dict(start)
+        if masks is not None:
+            apply_masks(model, masks)
+        optimizer = self.trainer.new_optimizer()
+        rows: list[dict] = []
+        begin = first_epoch
+        ck = load_checkpoint(rd, phase, level)
+        if ck is not None and first_epoch < ck.next_epoch <= end_epoch:
+            check_state("checkpoint/state.safetensors", ck.model_state, model)
+            model.load_state_dict(ck.model_state)
+            optimizer.load_state_dict(ck.optimizer_state)
+            restore_rng(ck.rng)
+            rows, begin = ck.rows, ck.next_epoch
+            log.info("%s: resuming from the checkpoint after epoch %d", name, begin)
+        masker = Masker(model, masks) if masks is not None else None
+        every = self.cfg.train.checkpoint_every
+        last_save = time.monotonic()
+        chatty = (
+            not sys.stderr.isatty()
+        )  # no progress bars in a log file: one line per epoch instead
+        bar = tqdm(
+            total=end_epoch - first_epoch,
+            initial=begin - first_epoch,
+            desc=name,
+            unit="epoch",
+            leave=False,
+            disable=None,
+        )
+
+        def on_epoch(r: EpochResult) -> None:
+            nonlocal last_save
+            rows.append(r.row())
+            bar.update(1)
+            bar.set_postfix(loss=f"{r.train_loss:.3f}", acc=f"{r.train_accuracy:.3f}")
+            if chatty:
+                log.info(
+                    "%s  epoch %d/%d  lr %.4g  loss %.4f  train acc %.4f  (%.1fs)",
+                    name,
+                    r.epoch + 1,
+                    end_epoch,
+                    r.lr,
+                    r.train_loss,
+                    r.train_accuracy,
+                    r.seconds,
+                )
+            done = r.epoch + 1 - first_epoch
+            due = (every > 0 and done % every == 0) or (
+                every == 0 and time.monotonic() - last_save >= 300
+            )
+            if due and r.epoch + 1 < end_epoch:
+                save_checkpoint(rd, phase, level, r.epoch + 1, model, optimizer, rows)
+                last_save = time.monotonic()
+
+        try:
+            self.trainer.fit(
+                begin, end_epoch, optimizer, masker, on_epoch=on_epoch, desc=f"{name} "
+            )
+        finally:
+            bar.close()
+        return rows
 
     # -- masks -----------------------------------------------------------------------------
     def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:
@@ -131,42 +218,18 @@ class IMP:
 
     # -- one level -------------------------------------------------------------------------
     def train_level(self, level: int, rewind: dict[str, torch.Tensor], masks: Masks) -> dict:
-        cfg, sched = self.cfg, self.schedule
+        sched = self.schedule
         model = self.model
-        model.load_state_dict(rewind)
-        apply_masks(model, masks)
-        optimizer = self.trainer.new_optimizer()
-        rows: list[dict] = []
         start = time.perf_counter()
-        bar = tqdm(
-            total=sched.level_epochs,
-            desc=f"level {level}/{cfg.imp.levels}",
-            unit="epoch",
-            leave=False,
-            disable=None,
-        )
-
-        def on_epoch(r: EpochResult) -> None:
-            rows.append(r.row())
-            bar.update(1)
-            bar.set_postfix(loss=f"{r.train_loss:.3f}", acc=f"{r.train_accuracy:.3f}")
-
         try:
-            self.trainer.fit(
-                sched.rewind_epoch,
-                sched.total_epochs,
-                optimizer,
-                Masker(model, masks),
-                on_epoch=on_epoch,
-                desc=f"level {level} ",
+            rows = self.train_phase(
+                "level", level, rewind, masks, sched.rewind_epoch, sched.total_epochs
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
                 f"level {level}: {exc}; completed levels are intact, change the config and resume "
                 f"with --redo-from {level}"
             ) from None
-        finally:
-            bar.close()
         accuracy, loss = self.trainer.evaluate()
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         zeros, total = level_sparsity(state, self.keys)
@@ -192,12 +255,12 @@ class IMP:
 
     def save_level(self, level: int, masks: Masks, result: dict) -> None:
         rd = self.rd
-        meta = {"level": str(level)}
-        rd.write_tensors(level_file(level, "model.safetensors"), result["state"], meta)
-        rd.write_tensors(level_file(level, "mask.safetensors"), masks, meta)
+        rd.write_tensors(level_file(level, "model.safetensors"), result["state"])
+        rd.write_tensors(level_file(level, "mask.safetensors"), masks)
         rd.write(level_file(level, "epochs.csv"), epochs_csv(result["rows"]).encode())
         rd.write_json(level_file(level, "metrics.json"), result["metrics"])
         m = result["metrics"]
+        remove_checkpoint(rd)
         rd.level_record(level).update(
             status="complete",
             network_sparsity=m["network_sparsity"],
@@ -209,6 +272,11 @@ class IMP:
 
     # -- the loop --------------------------------------------------------------------------
     def verify_completed(self) -> None:
+        if self.rd.recorded(REWIND) and (problem := self.rd.check(REWIND)):
+            raise RunDirError(
+                f"{self.rd.path(REWIND)} is damaged ({problem}); redo the run from its start with "
+                f"'prunescope run --run-dir {self.rd.root} --redo-from 0'"
+            )
         damaged = []
         for level in self.rd.completed_levels():
             for name in ("model.safetensors", "mask.safetensors", "metrics.json"):
@@ -224,7 +292,10 @@ class IMP:
             )
 
     def redo_from(self, level: int) -> None:
-        """Forget level ``level`` and every later one, so they are trained again."""
+        """Forget level ``level`` and every later one (and the rewind point for 0), so they are trained again."""
+        remove_checkpoint(self.rd)
+        if level == 0 and self.rd.recorded(REWIND):
+            self.rd.forget(REWIND)
         for name in list(self.rd.manifest["levels"]):
             if int(name) >= level:
                 for rel in [

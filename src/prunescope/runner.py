@@ -20,18 +20,14 @@ def run(
     run_dir: str | Path, cfg: Config | None, *, analyze: bool = True, redo_from: int | None = None
 ) -> None:
     device_name = cfg.device if cfg is not None else "auto"
-    with WriteSession(run_dir, cfg, device_name) as session:
+    with WriteSession(run_dir, cfg, device_name, redo_from=redo_from) as session:
         cfg, rd = session.cfg, session.rd
         device = resolve_device(cfg.device)
+        if redo_from is not None and not 0 <= redo_from <= cfg.imp.levels:
+            raise UserInputError(f"--redo-from {redo_from}: levels run from 0 to {cfg.imp.levels}")
+        imp = IMP(cfg, rd, device)
         if redo_from is not None:
-            if not 0 <= redo_from <= cfg.imp.levels:
-                raise UserInputError(
-                    f"--redo-from {redo_from}: levels run from 0 to {cfg.imp.levels}"
-                )
-            imp = IMP(cfg, rd, device)
             imp.redo_from(redo_from)
-        else:
-            imp = IMP(cfg, rd, device)
         rd.manifest["layer_order"] = {
             "stages": list(imp.model.stages),
             "layers": list(stage_of_layer(imp.model)),

@@ -20,7 +20,7 @@ from prunescope.analysis.accuracy import write_accuracy
 from prunescope.analysis.context import AnalysisContext
 from prunescope.analysis.similarity import similarity_table
 from prunescope.analysis.sparsity import sparsity_tables
-from prunescope.analysis.tables import has_table, read_table, write_table
+from prunescope.analysis.tables import has_table, read_table, table_path, write_table
 from prunescope.analysis.weights import weight_hist_table
 from prunescope.analysis.zeroing import zeroing_table
 from prunescope.config import Config
@@ -114,6 +114,17 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         and record.get("settings") == settings
         and all(has_table(rd, t) for t in spec.tables)
     )
+    if usable:
+        for t in spec.tables:
+            problem = rd.check(table_path(t))
+            if problem:
+                log.warning(
+                    "%s is damaged (%s): recomputing %s for every level",
+                    rd.path(table_path(t)),
+                    problem,
+                    name,
+                )
+                usable = False
     done = set(record["levels"]) if usable else set()
     tables = {t: read_table(rd, t) for t in spec.tables} if usable else {}
     levels = levels_for(name, ctx, requested)
@@ -123,6 +134,7 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         return
     start = time.perf_counter()
     for level in todo:
+        level_start = time.perf_counter()
         new = spec.compute(ctx, [level])
         for t in spec.tables:
             old = tables.get(t)
@@ -136,6 +148,13 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         done.add(level)
         records[name] = {"settings": settings, "levels": sorted(done)}
         rd.save_manifest()
+        if len(todo) > 1 and time.perf_counter() - level_start > 5:
+            log.info(
+                "%s: level %d done (%s)",
+                name,
+                level,
+                format_seconds(time.perf_counter() - level_start),
+            )
     log.info(
         "%s: %d level(s) analysed in %s",
         name,

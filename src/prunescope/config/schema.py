@@ -104,7 +104,9 @@ class ZeroingSection(Section):
     levels: list[int] | Literal["all"] = "all"
     test_subset: int | None = Field(None, gt=0)
     mode: Literal["weights", "output"] = "weights"
-    batch_size: int = Field(250, gt=0, description="test images per pass")
+    # Measured on 2 CPU cores (ResNet20, 256 images): 32 → 28.5 s, 64 → 25.8 s, 128 → 38.8 s,
+    # 256 → 49.6 s; bigger passes fall out of cache. A GPU takes more neurons per pass instead.
+    batch_size: int = Field(64, gt=0, description="test images per pass")
     max_ablations: int = Field(64, gt=0, description="neurons ablated together in one pass")
 
 

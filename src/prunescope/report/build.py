@@ -85,7 +85,7 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
         else:
             log.info("report: no %s table yet, figure skipped", "/".join(needs))
     summary_doc = {
-        "run": str(rd.root),
+        "run": rd.root.resolve().name,
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "findings": summary,

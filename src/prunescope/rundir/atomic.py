@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,38 +57,58 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# Fault injection for the crash tests: PRUNESCOPE_FAULT_AT_WRITE="N" kills the process with
+# SIGKILL in its N-th atomic write after the temporary file is written and before the rename;
+# "N:after" kills it right after the rename (the file is new, the manifest does not know yet).
+_FAULT = os.environ.get("PRUNESCOPE_FAULT_AT_WRITE", "")
+_writes = 0
+
+
+def _maybe_fault(stage: str) -> None:
+    if _FAULT:
+        n, _, when = _FAULT.partition(":")
+        if _writes == int(n) and stage == (when or "before"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically; return its sha256."""
+    global _writes
+    _writes += 1
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     except OSError as exc:
-        raise _environment_fault(path, exc) from None
+        raise environment_fault(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _maybe_fault("before")
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise _environment_fault(path, exc) from None
+        raise environment_fault(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    _maybe_fault("after")
     return sha256_bytes(data)
 
 
-def _environment_fault(path: Path, exc: OSError) -> EnvironmentFault:
+def environment_fault(path: Path, exc: OSError) -> EnvironmentFault:
     if exc.errno == errno.ENOSPC:
         return EnvironmentFault(
             f"disk full while writing {path}; free space and run the same command again"
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return EnvironmentFault(f"cannot write {path}: {exc.strerror}")
+    if isinstance(exc, NotADirectoryError | FileExistsError):
+        return EnvironmentFault(f"cannot create {path}: a parent is not a folder")
     return EnvironmentFault(f"cannot write {path}: {exc}")
 
 
@@ -103,18 +124,14 @@ def atomic_write_json(path: Path, obj: Any) -> str:
     return atomic_write_bytes(path, json_bytes(obj))
 
 
-def safetensors_payload(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> bytes:
+def safetensors_payload(tensors: dict[str, torch.Tensor]) -> bytes:
     """Serialise tensors (moved to CPU, made contiguous) to safetensors bytes."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return safetensors_bytes(clean, metadata=metadata)
+    return safetensors_bytes(clean)
 
 
-def atomic_save_tensors(
-    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> str:
-    return atomic_write_bytes(path, safetensors_payload(tensors, metadata))
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    return atomic_write_bytes(path, safetensors_payload(tensors))
 
 
 def remove_stale_temporaries(folder: Path) -> None:

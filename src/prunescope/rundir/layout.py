@@ -153,10 +153,10 @@ class RunDir:
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write(rel, json_bytes(obj))
 
-    def write_tensors(
-        self, rel: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-    ) -> str:
-        return self.write(rel, safetensors_payload(tensors, metadata))
+    def write_tensors(self, rel: str, tensors: dict[str, torch.Tensor]) -> str:
+        # No safetensors metadata: its key order is not stable between processes, and a
+        # resumed run must write the same bytes as an uninterrupted one.
+        return self.write(rel, safetensors_payload(tensors))
 
     def forget(self, rel: str) -> None:
         """Drop a file and its record (a level redone, a checkpoint no longer needed)."""
@@ -207,6 +207,8 @@ class RunDir:
             return f"redo it with 'prunescope run --run-dir {self.root} --redo-from {level}'"
         if rel.startswith(ANALYSIS + "/"):
             return f"recompute it with 'prunescope analyze {self.root} --force'"
+        if rel == REWIND:
+            return f"redo the run from its start with 'prunescope run --run-dir {self.root} --redo-from 0'"
         return "this run directory cannot be resumed; start a new one"
 
     def read_json(self, rel: str) -> Any:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from prunescope.errors import RunDirError
+from prunescope.rundir.atomic import environment_fault
 
 LOCK = ".lock"
 
@@ -22,8 +23,11 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise environment_fault(self.path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -35,9 +39,13 @@ class RunLock:
                 f"{self.path.parent} is in use by another prunescope process (pid {owner}); "
                 f"wait for it to finish or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise environment_fault(self.path, exc) from None
         self.fd = fd
         return self
 

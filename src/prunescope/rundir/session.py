@@ -10,8 +10,8 @@ from prunescope.config import (
     config_differences,
     config_from_toml_text,
     config_to_toml,
-    resolve,
 )
+from prunescope.config.load import flatten
 from prunescope.errors import ConfigError, RunDirError
 from prunescope.rundir.layout import CONFIG, RunDir, environment, now
 from prunescope.rundir.lock import RunLock
@@ -34,8 +34,28 @@ RESUMABLE_KEYS = (
 )
 
 
+# With --redo-from N the levels from N on are trained again, so training settings may
+# change; what made the kept levels and the rewind point may not.
+KEPT_BY_REDO = (
+    "seed",
+    "model.",
+    "data.name",
+    "data.image_size",
+    "data.train_subset",
+    "data.test_subset",
+    "imp.exclude",
+    "imp.rewind",
+    "imp.pretrain_epochs",
+)
+KEPT_BY_REDO_ZERO = ("model.", "data.name")
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in patterns)
+
+
 def _resumable(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+    return _matches(key, RESUMABLE_KEYS)
 
 
 def read_run_config(rd: RunDir) -> Config:
@@ -59,9 +79,17 @@ def open_run_dir(root: str | Path) -> tuple[RunDir, Config]:
 class WriteSession:
     """Holds the lock while a run directory is written; creates or resumes it."""
 
-    def __init__(self, root: str | Path, cfg: Config | None, device_name: str, create: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        cfg: Config | None,
+        device_name: str,
+        create: bool = True,
+        redo_from: int | None = None,
+    ):
         self.rd = RunDir(root)
         self.create = create
+        self.redo_from = redo_from
         self.cfg_in = cfg
         self.device_name = device_name
         self.lock = RunLock(Path(root))
@@ -90,7 +118,11 @@ class WriteSession:
     def _open(self) -> None:
         rd = self.rd
         if not rd.exists():
-            cfg = self.cfg_in if self.cfg_in is not None else resolve(Config())
+            if self.cfg_in is None:
+                raise RunDirError(
+                    f"{rd.root} is not a run directory yet; start one with --preset, --config or --set"
+                )
+            cfg = self.cfg_in
             rd.create(
                 config_to_toml(cfg), environment(self.device_name), cfg.model.name, cfg.data.name
             )
@@ -104,18 +136,40 @@ class WriteSession:
                 self.cfg = stored
             else:
                 diff = config_differences(stored, self.cfg_in)
-                fixed = [k for k in diff if not _resumable(k)]
+                if self.redo_from is None:
+                    fixed = [k for k in diff if not _resumable(k)]
+                    hint = (
+                        "use --redo-from N to train level N and later ones again with the new settings, "
+                        "another --run-dir, or no --preset/--config/--set to resume the run as it was"
+                    )
+                else:
+                    kept = KEPT_BY_REDO_ZERO if self.redo_from == 0 else KEPT_BY_REDO
+                    fixed = [k for k in diff if _matches(k, kept)]
+                    hint = (
+                        "these decide the levels before --redo-from and the rewind point; "
+                        "use another --run-dir for them"
+                    )
                 if fixed:
                     raise RunDirError(
-                        f"{rd.root} was made with a different config ({', '.join(fixed)} differ); "
-                        f"use another --run-dir, or run without --preset/--config/--set to resume it as it was"
+                        f"{rd.root} was made with a different config ({', '.join(fixed)} differ); {hint}"
                     )
                 self.cfg = self.cfg_in
                 if diff:
                     log.info("resuming with changed settings: %s", ", ".join(diff))
+                    old, new = (
+                        flatten(stored.model_dump(mode="json")),
+                        flatten(self.cfg.model_dump(mode="json")),
+                    )
+                    rd.manifest.setdefault("config_history", []).append(
+                        {
+                            "at": now(),
+                            "redo_from": self.redo_from,
+                            "changed": {k: {"old": old.get(k), "new": new.get(k)} for k in diff},
+                        }
+                    )
                     rd.write(CONFIG, config_to_toml(self.cfg).encode())
             log.info(
-                "resuming run directory %s (levels done: %s)",
+                "run directory %s (levels done: %s)",
                 rd.root,
                 ", ".join(map(str, rd.completed_levels())) or "none",
             )

@@ -37,6 +37,9 @@ def make_scheduler(
     cfg: TrainSection,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step scheduler positioned at ``start_step`` of the whole schedule."""
+    for group in optimizer.param_groups:
+        # a restored optimizer carries the last step's lr; the schedule is always relative to cfg.lr
+        group["initial_lr"] = cfg.lr
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda k: lr_factor(start_step + k, steps_per_epoch, total_epochs, cfg),

@@ -20,7 +20,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     stage_of = dict(zip(sim["layer"], sim["stage"], strict=False))
     for metric in [m for m in LABELS if m in set(sim["metric"])]:
         fig, axes = plt.subplots(
-            1, 2, figsize=(12.0, 0.28 * len(levels) + 3.2), sharey=True, layout="constrained"
+            1, 2, figsize=(12.0, 0.28 * len(levels) + 3.8), sharey=True, layout="constrained"
         )
         for ax, reference in zip(axes, ("baseline", "previous"), strict=True):
             d = sim[(sim["metric"] == metric) & (sim["reference"] == reference)]
