@@ -22,15 +22,17 @@ class _ArrayUnpickler(pickle.Unpickler):
     """The batches are pickles; allow only what rebuilds numpy arrays, so a
     tampered file cannot run code."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
-    }
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+        }
+    )
 
     def find_class(self, module: str, name: str):  # type: ignore[override]
         if (module, name) in self.ALLOWED:
@@ -56,7 +58,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"CIFAR-10 batch {path} is missing") from None
     except Exception as exc:
-        raise DataError(f"CIFAR-10 batch {path} is corrupt or not a CIFAR-10 batch: {exc}") from None
+        raise DataError(
+            f"CIFAR-10 batch {path} is corrupt or not a CIFAR-10 batch: {exc}"
+        ) from None
     if len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
         raise DataError(f"CIFAR-10 batch {path} has inconsistent labels")
     return images, labels
@@ -82,7 +86,18 @@ def load_cifar10_arrays(root: Path, download: bool) -> ArrayDataset:
         folder = root / FOLDER
     parts = [read_batch(folder / name) for name in TRAIN_FILES]
     test_x, test_y = read_batch(folder / TEST_FILE)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     return ArrayDataset(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),

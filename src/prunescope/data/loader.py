@@ -108,7 +108,11 @@ class DeviceLoader:
             if self.train:
                 idx = order[sl]
                 x = random_crop_flip(
-                    self.images[idx], dy[sl], dx[sl], flip[sl] if self.flip else None, self.crop_padding
+                    self.images[idx],
+                    dy[sl],
+                    dx[sl],
+                    flip[sl] if self.flip else None,
+                    self.crop_padding,
                 )
                 y = self.labels[idx]
             else:

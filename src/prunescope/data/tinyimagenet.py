@@ -53,7 +53,9 @@ def decode_folder(folder: Path) -> ArrayDataset:
     for wnid in wnids:
         images = sorted((folder / "train" / wnid / "images").glob("*.JPEG"))
         if not images:
-            raise DataError(f"Tiny ImageNet class {wnid} has no images in {folder / 'train' / wnid / 'images'}")
+            raise DataError(
+                f"Tiny ImageNet class {wnid} has no images in {folder / 'train' / wnid / 'images'}"
+            )
         train_paths += images
         train_labels += [index[wnid]] * len(images)
     annotations = folder / "val" / "val_annotations.txt"
@@ -80,7 +82,9 @@ def decode_folder(folder: Path) -> ArrayDataset:
 def _read_cache(path: Path) -> ArrayDataset | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return ArrayDataset(z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(w) for w in z["classes"]])
+            return ArrayDataset(
+                z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(w) for w in z["classes"]]
+            )
     except Exception:
         return None  # a damaged cache is rebuilt from the JPEGs
 
@@ -89,8 +93,14 @@ def _write_cache(path: Path, ds: ArrayDataset) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, train_x=ds.train_x, train_y=ds.train_y, test_x=ds.test_x,
-                     test_y=ds.test_y, classes=np.asarray(ds.classes))
+            np.savez(
+                f,
+                train_x=ds.train_x,
+                train_y=ds.train_y,
+                test_x=ds.test_x,
+                test_y=ds.test_y,
+                classes=np.asarray(ds.classes),
+            )
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
