@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from prunescope.config import build_config
 
 TINY = [
@@ -24,3 +27,17 @@ def tiny_cli_args(*extra: str) -> list[str]:
     for item in [*TINY, *extra]:
         args += ["--set", item]
     return args
+
+
+def run_command(run_dir: Path, *extra: str, analyze: bool = True) -> list[str]:
+    """``prunescope run`` on the tiny config, as a subprocess command line."""
+    args = [
+        sys.executable,
+        "-m",
+        "prunescope",
+        "run",
+        "--run-dir",
+        str(run_dir),
+        *tiny_cli_args(*extra),
+    ]
+    return args if analyze else [*args, "--no-analyze"]

@@ -7,27 +7,17 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from imp_helpers import tiny_cli_args
+from imp_helpers import run_command, tiny_cli_args
 
 # Files that record when and how long, not what: they may differ between two runs.
 VOLATILE = {"manifest.json", ".lock", "report/index.html"}
 
 
 def cli(run_dir: Path, *extra: str, analyze: bool = True) -> list[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "prunescope",
-        "run",
-        "--run-dir",
-        str(run_dir),
-        *tiny_cli_args("train.checkpoint_every=1", *extra),
-    ]
-    return args if analyze else [*args, "--no-analyze"]
+    return run_command(run_dir, "train.checkpoint_every=1", *extra, analyze=analyze)
 
 
 def files_of(root: Path) -> dict[str, bytes]:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imp_helpers import tiny_cli_args, tiny_config
+from imp_helpers import run_command, tiny_cli_args, tiny_config
 from prunescope import load_level, load_test_set
 from prunescope.cli import main
 from prunescope.config import build_config
@@ -247,17 +246,8 @@ def test_real_cifar10_run(cifar10_root, tmp_path):
     assert "all levels complete" in status_text(root)
 
 
-def _cli(run_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "prunescope",
-        "run",
-        "--run-dir",
-        str(run_dir),
-        "--no-analyze",
-        *tiny_cli_args(*extra),
-    ]
+def _cli(run_dir: Path) -> list[str]:
+    return run_command(run_dir, analyze=False)
 
 
 def test_killed_between_levels_resumes_to_identical_files(tmp_path):

@@ -20,6 +20,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"prunescope: error: {message} (see '{self.prog} --help')\n")
 
 
+def add_set_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides", help=help_text
+    )
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
     from prunescope.config import preset_names
 
@@ -28,13 +34,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         "--preset", metavar="NAME", help=f"a named config: {', '.join(preset_names())}"
     )
     src.add_argument("--config", metavar="FILE", type=Path, help="a TOML config file")
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override one key, e.g. --set imp.levels=18 (value read as TOML, else as a string)",
+    add_set_arg(
+        p, "override one key, e.g. --set imp.levels=18 (value read as TOML, else as a string)"
     )
 
 
@@ -158,13 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="A,B", help="some of: sparsity,weights,zeroing,similarity")
     p.add_argument("--levels", metavar="0,3,7", help="only these levels")
     p.add_argument("--force", action="store_true", help="recompute levels already analysed")
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="change an analysis.* or report.* setting, e.g. --set analysis.zeroing.test_subset=500",
+    add_set_arg(
+        p, "change an analysis.* or report.* setting, e.g. --set analysis.zeroing.test_subset=500"
     )
     p.set_defaults(func=cmd_analyze)
 
