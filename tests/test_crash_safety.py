@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from imp_helpers import run_command, tiny_cli_args
 
 # Files that record when and how long, not what: they may differ between two runs.
@@ -132,8 +134,10 @@ def test_sigkill_anywhere_then_resume_gives_identical_files(tmp_path):
     assert not manifest.get("checkpoint")
 
 
-def test_mid_level_checkpoint_resume_is_bitwise(tmp_path):
-    """Kill exactly after a checkpoint inside level 2 and resume from it."""
+@pytest.mark.parametrize("damage", [None, "state.safetensors", "state.json"])
+def test_mid_level_checkpoint_resume_is_bitwise(tmp_path, damage):
+    """Kill exactly after a checkpoint inside level 2 and resume from it (or, when the
+    checkpoint is damaged, ignore it and redo the level): the same files either way."""
     ref = tmp_path / "ref" / "run"
     subprocess.run(cli(ref, analyze=False), check=True, capture_output=True, timeout=300)
     victim = tmp_path / "victim" / "run"
@@ -153,9 +157,21 @@ def test_mid_level_checkpoint_resume_is_bitwise(tmp_path):
     proc.wait()
     assert ck and ck["level"] == 2, "never saw a level-2 checkpoint"
     assert (victim / "checkpoint/state.safetensors").exists()
+    if damage:
+        path = victim / "checkpoint" / damage
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x55
+        path.write_bytes(bytes(data))
     out = subprocess.run(cli(victim, analyze=False), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0
-    assert "level 2: resuming from the checkpoint after epoch" in out.stderr
+    if damage:
+        assert (
+            f"ignoring a damaged checkpoint: {victim / 'checkpoint' / damage} is damaged"
+            in out.stderr
+        )
+        assert "resuming from the checkpoint" not in out.stderr
+    else:
+        assert "level 2: resuming from the checkpoint after epoch" in out.stderr
     assert files_of(victim) == files_of(ref)
     assert not (victim / "checkpoint/state.safetensors").exists()
 
