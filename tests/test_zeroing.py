@@ -106,3 +106,106 @@ def test_zeroing_by_hand():
             torch.tensor([[0, 0.5], [0, 2.5], [0, 1.3], [0, 1.5]]), y, reduction="sum"
         )
         assert float(res.loss_sum["hidden"][0]) == pytest.approx(float(want_loss), rel=1e-6)
+
+
+# --- graphs the engine must not get wrong (found in review); each is compared with the naive loop
+
+
+class Lin3D(nn.Module):
+    """A Linear layer over the last dimension of a 3-D tensor: its neurons are not dimension 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.mix = nn.Linear(16, 6)
+        self.fc = nn.Linear(8 * 6, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.mix(self.conv(x).flatten(2))).flatten(1))
+
+
+class SharedConv(nn.Module):
+    """One convolution applied twice: zeroing its weights affects both calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.c(torch.relu(self.c(torch.relu(self.c0(x))))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
+
+
+class InPlaceAdd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.c0(x)
+        x += self.c1(torch.relu(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(x), 1), 1))
+
+
+class BroadcastAdd(nn.Module):
+    """A 1-channel branch broadcast over 8 channels: ablating it changes every channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.v = nn.Conv2d(3, 1, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x) + self.v(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
+
+
+class BatchStatsBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8, track_running_stats=False)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.c0(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(h, 1), 1))
+
+
+class ViewAndScale(nn.Module):
+    """``h.view(h.size(0), -1)`` and a per-channel parameter whose size equals the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(3, 20, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(20))
+        self.fc = nn.Linear(20 * 4 * 4, 10)
+
+    def forward(self, x):
+        h = nn.functional.max_pool2d(torch.relu(self.c0(x) * self.gamma.view(-1, 1, 1)), 2)
+        return self.fc(h.view(h.size(0), -1))
+
+
+@pytest.mark.parametrize(
+    "cls", [Lin3D, SharedConv, InPlaceAdd, BroadcastAdd, BatchStatsBN, ViewAndScale]
+)
+def test_unusual_graphs_still_equal_the_naive_loop(cls):
+    torch.manual_seed(0)
+    model = cls().eval()
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    g = torch.Generator().manual_seed(1)
+    side = 4 if cls is Lin3D else 8
+    x, y = torch.randn(40, 3, side, side, generator=g), torch.randint(0, 10, (40,), generator=g)
+    batches = [(x[:20], y[:20]), (x[20:], y[20:])]  # 20 = ViewAndScale's channel count
+    naive = zeroing_naive(model, layers, batches)
+    fast = zeroing_fast(model, layers, batches, max_ablations=3, memory_budget=2**20)
+    for layer in layers:
+        assert torch.equal(fast.correct[layer], naive.correct[layer]), layer
+        assert torch.allclose(
+            fast.loss_sum[layer], naive.loss_sum[layer], atol=40 * 1e-5, rtol=0
+        ), layer

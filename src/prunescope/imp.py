@@ -291,20 +291,6 @@ class IMP:
                 f"'prunescope run --run-dir {self.rd.root} --redo-from {first}'"
             )
 
-    def redo_from(self, level: int) -> None:
-        """Forget level ``level`` and every later one (and the rewind point for 0), so they are trained again."""
-        remove_checkpoint(self.rd)
-        if level == 0 and self.rd.recorded(REWIND):
-            self.rd.forget(REWIND)
-        for name in list(self.rd.manifest["levels"]):
-            if int(name) >= level:
-                for rel in [
-                    r for r in self.rd.manifest["files"] if r.startswith(f"levels/{name}/")
-                ]:
-                    self.rd.forget(rel)
-                del self.rd.manifest["levels"][name]
-        self.rd.save_manifest()
-
     def run(self, on_level=None) -> None:
         cfg = self.cfg
         self.verify_completed()

@@ -23,11 +23,7 @@ def run(
     with WriteSession(run_dir, cfg, device_name, redo_from=redo_from) as session:
         cfg, rd = session.cfg, session.rd
         device = resolve_device(cfg.device)
-        if redo_from is not None and not 0 <= redo_from <= cfg.imp.levels:
-            raise UserInputError(f"--redo-from {redo_from}: levels run from 0 to {cfg.imp.levels}")
         imp = IMP(cfg, rd, device)
-        if redo_from is not None:
-            imp.redo_from(redo_from)
         rd.manifest["layer_order"] = {
             "stages": list(imp.model.stages),
             "layers": list(stage_of_layer(imp.model)),

@@ -97,6 +97,49 @@ def ablation_nodes(gm: fx.GraphModule, layers: list[str], mode: str) -> dict[str
     return out
 
 
+_INPLACE_FUNCTIONS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
+}
+
+
+def graph_problem(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> str | None:
+    """Why the engine cannot replay this graph exactly, or None.
+
+    It keeps every intermediate value of the unablated pass and replays the rest
+    on K×B rows, so it needs out-of-place operations and no operation that mixes
+    samples of a batch (BatchNorm without running statistics does).
+    """
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            m = modules[node.target]
+            if getattr(m, "inplace", False):
+                return f"in-place module {node.target}"
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                m.training or m.running_mean is None
+            ):
+                return f"{node.target} normalises with batch statistics"
+        elif (
+            node.op == "call_method"
+            and node.target.endswith("_")
+            and not node.target.startswith("__")
+        ):
+            return f"in-place method {node.target}"
+        elif node.op == "call_function" and node.target in _INPLACE_FUNCTIONS:
+            return f"in-place operation {node.name}"
+        if node.kwargs.get("inplace") is True:
+            return f"in-place call {node.name}"
+    return None
+
+
 def descendants(gm: fx.GraphModule, start: fx.Node) -> list[fx.Node]:
     """Nodes that depend on ``start``, in topological (graph) order, ``start`` excluded."""
     affected = {start}
@@ -124,18 +167,42 @@ class AblationEngine:
         memory_budget: int = 512 * 2**20,
         max_ablations: int = 64,
     ):
-        inplace = [n for n, m in model.named_modules() if getattr(m, "inplace", False)]
-        if inplace:
-            # the engine reuses intermediate values; an in-place module would overwrite them
-            raise ValueError(f"neuron zeroing needs out-of-place modules; in-place: {inplace[:3]}")
         self.gm = trace(model)
         self.gm.eval()
         self.modules = dict(self.gm.named_modules())
-        self.nodes = ablation_nodes(self.gm, layers, mode)
+        self.problem = graph_problem(self.gm, self.modules)
+        calls: dict[str, int] = {}
+        for n in self.gm.graph.nodes:
+            if n.op == "call_module":
+                calls[n.target] = calls.get(n.target, 0) + 1
+        # Layers the engine cannot replay exactly; the caller zeroes them the naive way.
+        self.unsupported: dict[str, str] = {
+            layer: f"module called {calls.get(layer, 0)} times"
+            for layer in layers
+            if calls.get(layer, 0) != 1
+        }
+        if self.problem:
+            self.unsupported = {layer: self.problem for layer in layers}
+        supported = [layer for layer in layers if layer not in self.unsupported]
+        self.nodes = ablation_nodes(self.gm, supported, mode)
         self.downstream = {layer: descendants(self.gm, n) for layer, n in self.nodes.items()}
+        placeholder = next(n for n in self.gm.graph.nodes if n.op == "placeholder")
+        # values that carry the batch dimension: only these are repeated for K ablations
+        self.batched = {placeholder, *descendants(self.gm, placeholder)}
         self.memory_budget = memory_budget
         self.max_ablations = max_ablations
-        self.layers = layers
+        self.layers = supported
+
+    def check_shapes(self, env: dict) -> None:
+        """After one base pass: a neuron must be dimension 1 of its layer's 2-D or 4-D output."""
+        for layer in list(self.layers):
+            module = self.modules[layer]
+            out = env[self.nodes[layer]]
+            want = 2 if isinstance(module, nn.Linear) else 4
+            if not isinstance(out, torch.Tensor) or out.dim() != want:
+                self.unsupported[layer] = f"output of shape {tuple(getattr(out, 'shape', ()))}"
+                self.layers.remove(layer)
+                del self.nodes[layer], self.downstream[layer]
 
     # -- the unablated pass ------------------------------------------------------------------
     @torch.no_grad()
@@ -184,7 +251,6 @@ class AblationEngine:
         start = self.nodes[layer]
         base = env[start]
         k = len(channels)
-        self.batch = base.shape[0]
         idx = channels.to(base.device)
         ablated: dict[fx.Node, object] = {
             start: Delta(
@@ -227,12 +293,7 @@ class AblationEngine:
             v = vals[a]
             if a in ablated:
                 dense_vals[a] = self._dense(v, env[a], k)
-            elif (
-                a.op != "get_attr"
-                and isinstance(v, torch.Tensor)
-                and v.dim()
-                and v.shape[0] == self.batch
-            ):
+            elif a in self.batched and isinstance(v, torch.Tensor) and v.dim():
                 dense_vals[a] = self._dense(v, v, k)
             else:
                 dense_vals[a] = v
@@ -247,7 +308,11 @@ class AblationEngine:
             module = self.modules[node.target]
             if len(node.args) != 1 or node.kwargs:
                 return None
-            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d) and not module.training:
+            if (
+                isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d)
+                and not module.training
+                and module.running_mean is not None
+            ):
                 x = d.slices.transpose(0, 1)
                 y = F.batch_norm(
                     x,
@@ -292,10 +357,10 @@ class AblationEngine:
                 vb = vals.get(b, b) if isinstance(b, fx.Node) else b
                 base_out = env[node]
                 parts = []
-                for v in (va, vb):
+                for arg, v in ((a, va), (b, vb)):
                     if isinstance(v, Delta):
-                        if v.idx is not d.idx:
-                            return None
+                        if v.idx is not d.idx or env[arg].shape != base_out.shape:
+                            return None  # a broadcast operand changes every channel
                         parts.append(v.slices)
                     elif isinstance(v, torch.Tensor):
                         if v.shape != base_out.shape:

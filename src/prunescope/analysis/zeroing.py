@@ -7,7 +7,9 @@ gives the same answers through :class:`~prunescope.analysis.ablation.AblationEng
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -16,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
+
+log = logging.getLogger("prunescope")
 
 
 @dataclass
@@ -111,6 +115,17 @@ def zeroing_naive(
     return result
 
 
+@contextlib.contextmanager
+def exact_float32():
+    """No TF32 on CUDA: the engine's rank-one updates must match full convolutions to float32."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.no_grad()
 def zeroing_fast(
     model: nn.Module,
@@ -124,63 +139,85 @@ def zeroing_fast(
 ) -> ZeroingResult:
     """The same numbers as :func:`zeroing_naive`, batch by batch through the ablation engine.
 
-    Convolutions run in channels_last (faster with oneDNN and cuDNN) on a copy of the model.
+    Convolutions run in channels_last (faster with oneDNN and cuDNN) on a copy of the
+    model. Layers the engine cannot replay exactly (see
+    :func:`~prunescope.analysis.ablation.graph_problem`) are zeroed by the naive loop.
     """
-    model = copy.deepcopy(model).eval()
-    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    device = next(model.parameters()).device
-    if memory_budget is None:
-        # measured on 2 CPU cores: ResNet20 zeroing is fastest with 32 MB per pass (cache-sized);
-        # a GPU wants large passes
-        memory_budget = 2 * 2**30 if device.type == "cuda" else 32 * 2**20
-    engine = AblationEngine(
-        model, layers, mode, memory_budget=memory_budget, max_ablations=max_ablations
-    )
-    modules = dict(model.named_modules())
-    correct = {
-        layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.int64, device=device)
-        for layer in layers
-    }
-    loss = {
-        layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.float64, device=device)
-        for layer in layers
-    }
-    base_correct = torch.zeros((), dtype=torch.int64, device=device)
-    base_loss = torch.zeros((), dtype=torch.float64, device=device)
-    images = 0
-    for x, y in batches:
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        images += len(y)
-        env = engine.base_pass(x)
+    with exact_float32():
+        original = model.eval()
+        model = copy.deepcopy(model).eval()
+        engine = AblationEngine(
+            model,
+            layers,
+            mode,
+            max_ablations=max_ablations,
+            memory_budget=memory_budget or 32 * 2**20,
+        )
+        views = any(n.op == "call_method" and n.target == "view" for n in engine.gm.graph.nodes)
+        channels_last = not views and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        device = next(model.parameters()).device
+        if memory_budget is None and device.type == "cuda":
+            # measured on 2 CPU cores: ResNet20 zeroing is fastest with 32 MB per pass
+            # (cache-sized); a GPU wants large passes
+            engine.memory_budget = 2 * 2**30
+        modules = dict(model.named_modules())
+        correct = {
+            layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.int64, device=device)
+            for layer in layers
+        }
+        loss = {
+            layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.float64, device=device)
+            for layer in layers
+        }
+        base_correct = torch.zeros((), dtype=torch.int64, device=device)
+        base_loss = torch.zeros((), dtype=torch.float64, device=device)
+        images, checked = 0, False
         out_node = next(n for n in reversed(engine.gm.graph.nodes) if n.op == "output")
-        c, s = _score(env[out_node].unsqueeze(0), y)
-        base_correct += c[0]
-        base_loss += s[0]
-        for layer in layers:
-            chosen = torch.as_tensor(
-                list((neurons or {}).get(layer, range(len(correct[layer])))),
-                dtype=torch.int64,
-                device=device,
+        for x, y in batches:
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            images += len(y)
+            env = engine.base_pass(x)
+            if not checked:
+                engine.check_shapes(env)
+                checked = True
+            c, s = _score(env[out_node].unsqueeze(0), y)
+            base_correct += c[0]
+            base_loss += s[0]
+            for layer in engine.layers:
+                chosen = torch.as_tensor(
+                    list((neurons or {}).get(layer, range(len(correct[layer])))),
+                    dtype=torch.int64,
+                    device=device,
+                )
+                step = engine.chunk_size(layer, env, len(y))
+                for lo in range(0, len(chosen), step):
+                    channels = chosen[lo : lo + step]
+                    c, s = _score(engine.ablate(layer, channels, env), y)
+                    correct[layer][channels] += c
+                    loss[layer][channels] += s
+                if progress:
+                    progress(1)
+            del env
+        result = ZeroingResult(
+            images=images,
+            base_correct=int(base_correct),
+            base_loss_sum=float(base_loss),
+            correct={k: v.cpu() for k, v in correct.items()},
+            loss_sum={k: v.cpu() for k, v in loss.items()},
+        )
+        if engine.unsupported:
+            log.warning(
+                "zeroing %d layer(s) with the naive loop (%s)",
+                len(engine.unsupported),
+                "; ".join(f"{k}: {v}" for k, v in list(engine.unsupported.items())[:3]),
             )
-            step = engine.chunk_size(layer, env, len(y))
-            for lo in range(0, len(chosen), step):
-                channels = chosen[lo : lo + step]
-                c, s = _score(engine.ablate(layer, channels, env), y)
-                correct[layer][channels] += c
-                loss[layer][channels] += s
-            if progress:
-                progress(1)
-        del env
-    return ZeroingResult(
-        images=images,
-        base_correct=int(base_correct),
-        base_loss_sum=float(base_loss),
-        correct={k: v.cpu() for k, v in correct.items()},
-        loss_sum={k: v.cpu() for k, v in loss.items()},
-    )
+            slow = zeroing_naive(original, list(engine.unsupported), batches, mode, neurons=neurons)
+            result.correct.update(slow.correct)
+            result.loss_sum.update(slow.loss_sum)
+    return result
 
 
 def zeroing_table(ctx, levels: list[int]):  # ctx: AnalysisContext

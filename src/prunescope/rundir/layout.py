@@ -145,10 +145,32 @@ class RunDir:
 
     # -- recorded writes and verified reads ----------------------------------------------
     def write(self, rel: str, data: bytes) -> str:
-        digest = atomic_write_bytes(self.root / rel, data)
-        self.manifest["files"][rel] = {"sha256": digest, "bytes": len(data)}
+        """Write a run file atomically and record it.
+
+        The new hash is announced as *pending* in the manifest before the file is
+        renamed into place, so a crash between the rename and the final manifest
+        save leaves a file that matches its pending record, not a "damaged" one.
+        """
+        record = {"sha256": sha256_bytes(data), "bytes": len(data)}
+        self.manifest.setdefault("pending", {})[rel] = record
         self.save_manifest()
-        return digest
+        atomic_write_bytes(self.root / rel, data)
+        self.manifest["files"][rel] = record
+        del self.manifest["pending"][rel]
+        self.save_manifest()
+        return record["sha256"]
+
+    def reconcile_pending(self) -> None:
+        """After a crash: a pending file that made it into place is recorded, any other
+        pending record is dropped (the rename never happened, the old record still holds)."""
+        pending = self.manifest.get("pending") or {}
+        for rel, record in pending.items():
+            data = self._bytes(rel)
+            if data is not None and self._matches(data, record):
+                self.manifest["files"][rel] = record
+        if pending:
+            self.manifest["pending"] = {}
+            self.save_manifest()
 
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write(rel, json_bytes(obj))
@@ -161,44 +183,57 @@ class RunDir:
     def forget(self, rel: str) -> None:
         """Drop a file and its record (a level redone, a checkpoint no longer needed)."""
         self.manifest["files"].pop(rel, None)
+        self.manifest.get("pending", {}).pop(rel, None)
         self.save_manifest()
         (self.root / rel).unlink(missing_ok=True)
 
     def recorded(self, rel: str) -> bool:
         return rel in self.manifest.get("files", {})
 
-    def check(self, rel: str) -> str | None:
-        """None when the file matches its record, else what is wrong with it."""
+    def _bytes(self, rel: str) -> bytes | None:
+        try:
+            return (self.root / rel).read_bytes()
+        except OSError:
+            return None
+
+    @staticmethod
+    def _matches(data: bytes, record: dict) -> bool:
+        return len(data) == record.get("bytes") and sha256_bytes(data) == record.get("sha256")
+
+    def _verify(self, rel: str) -> tuple[bytes | None, str | None]:
+        """(content, None) when the file matches its record (or a pending one), else (None, problem)."""
         record = self.manifest.get("files", {}).get(rel)
-        if record is None:
-            return "not recorded in the manifest"
+        pending = self.manifest.get("pending", {}).get(rel)
+        if record is None and pending is None:
+            return None, "not recorded in the manifest"
         path = self.root / rel
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return "missing"
+            return None, "missing"
         except OSError as exc:
-            return f"unreadable ({exc.strerror})"
-        if len(data) != record.get("bytes"):
-            return f"truncated or resized ({len(data)} bytes, manifest says {record.get('bytes')})"
-        if sha256_bytes(data) != record.get("sha256"):
-            return "content does not match its sha256 in the manifest"
-        return None
+            return None, f"unreadable ({exc.strerror})"
+        if any(r is not None and self._matches(data, r) for r in (record, pending)):
+            return data, None
+        want = (record or pending).get("bytes")
+        if len(data) != want:
+            return None, f"truncated or resized ({len(data)} bytes, manifest says {want})"
+        return None, "content does not match its sha256 in the manifest"
+
+    def check(self, rel: str) -> str | None:
+        """None when the file matches its record, else what is wrong with it."""
+        return self._verify(rel)[1]
 
     def read(self, rel: str) -> bytes:
-        record = self.manifest.get("files", {}).get(rel)
-        if record is None:
+        data, problem = self._verify(rel)
+        if problem == "not recorded in the manifest":
             raise RunDirError(
                 f"{self.root / rel} is not recorded in the manifest; it cannot be trusted"
             )
-        try:
-            data = (self.root / rel).read_bytes()
-        except FileNotFoundError:
-            raise RunDirError(f"{self.root / rel} is missing; {self._advice(rel)}") from None
-        if len(data) != record.get("bytes") or sha256_bytes(data) != record.get("sha256"):
-            raise RunDirError(
-                f"{self.root / rel} is damaged (sha256 mismatch); {self._advice(rel)}"
-            )
+        if problem == "missing":
+            raise RunDirError(f"{self.root / rel} is missing; {self._advice(rel)}")
+        if problem is not None:
+            raise RunDirError(f"{self.root / rel} is damaged ({problem}); {self._advice(rel)}")
         return data
 
     def _advice(self, rel: str) -> str:

@@ -12,9 +12,10 @@ from prunescope.config import (
     config_to_toml,
 )
 from prunescope.config.load import flatten
-from prunescope.errors import ConfigError, RunDirError
+from prunescope.errors import ConfigError, RunDirError, UserInputError
 from prunescope.rundir.layout import CONFIG, RunDir, environment, now
 from prunescope.rundir.lock import RunLock
+from prunescope.rundir.redo import forget_levels_from
 
 log = logging.getLogger("prunescope")
 
@@ -131,9 +132,26 @@ class WriteSession:
         else:
             rd.load_manifest()
             rd.cleanup_temporaries()
+            rd.reconcile_pending()
+            if not rd.recorded(CONFIG) and not rd.manifest["levels"] and self.cfg_in is not None:
+                # killed while the run was being created: create it again
+                rd.create(
+                    config_to_toml(self.cfg_in),
+                    environment(self.device_name),
+                    self.cfg_in.model.name,
+                    self.cfg_in.data.name,
+                )
             stored = read_run_config(rd)
+            if self.redo_from is not None:
+                levels = (self.cfg_in or stored).imp.levels
+                if not 0 <= self.redo_from <= levels:
+                    raise UserInputError(
+                        f"--redo-from {self.redo_from}: levels run from 0 to {levels}"
+                    )
             if self.cfg_in is None:
                 self.cfg = stored
+                if self.redo_from is not None:
+                    forget_levels_from(rd, self.redo_from)
             else:
                 diff = config_differences(stored, self.cfg_in)
                 if self.redo_from is None:
@@ -154,6 +172,10 @@ class WriteSession:
                         f"{rd.root} was made with a different config ({', '.join(fixed)} differ); {hint}"
                     )
                 self.cfg = self.cfg_in
+                if self.redo_from is not None:
+                    # before the new config is written: a crash in between must not leave
+                    # levels trained with the old settings under the new config
+                    forget_levels_from(rd, self.redo_from)
                 if diff:
                     log.info("resuming with changed settings: %s", ", ".join(diff))
                     old, new = (
