@@ -49,9 +49,10 @@ def check_run_tables(root, levels: int, zeroing_on_the_full_test_set: bool = Tru
             assert (z["base_accuracy"] == m["test_accuracy"]).all()
             assert z["base_loss"].iloc[0] == pytest.approx(m["test_loss"], rel=1e-6)
     neurons = tables["neuron_sparsity"]
-    for k in metrics:  # every neuron of every prunable layer is zeroed once
+    # every neuron of every prunable layer is zeroed once; the excluded classifier never
+    for k in metrics:
         z = tables["zeroing"][tables["zeroing"]["level"] == k]
-        n = neurons[neurons["level"] == k]
+        n = neurons[(neurons["level"] == k) & (neurons["layer"] != "fc")]
         assert z[["layer", "neuron"]].values.tolist() == n[["layer", "neuron"]].values.tolist()
     assert neurons["sparsity"].between(0, 1).all()
     # the stage table is the sum of its layers
@@ -70,6 +71,7 @@ def check_run_tables(root, levels: int, zeroing_on_the_full_test_set: bool = Tru
     ).all()
     sim = tables["similarity"]
     assert sorted(sim["level"].unique()) == list(range(1, levels + 1))
+    assert set(sim["layer"]) == set(layers["layer"]) - {"fc"}
     assert set(sim["reference"]) == {"baseline", "previous"}
     assert set(sim["metric"]) == {"cosine", "cosine_per_neuron", "cka"}
     assert sim["value"].between(-1 - 1e-9, 1 + 1e-9).all()
@@ -107,7 +109,7 @@ def test_analyses_of_a_real_cifar10_run(cifar10_root, tmp_path):
         assert (z[z["level"] == k]["base_accuracy"] == acc).all()
     assert z["delta_accuracy"].abs().max() > 0
     sim = tables["similarity"]
-    assert len(sim) == 2 * 2 * 10 * 3  # levels 1-2, two references, 10 layers, 3 metrics
+    assert len(sim) == 2 * 2 * 9 * 3  # levels 1-2, two references, 9 pruned layers, 3 metrics
 
 
 def test_analyses_of_a_tiny_run_and_incremental_updates(tmp_path):

@@ -25,6 +25,11 @@ class AnalysisContext:
         self.stages: dict[str, list[str]] = dict(skeleton.stages)
         self.stage_of = stage_of_layer(skeleton)
         self.layers = list(self.stage_of)
+        # DESIGN §6: zeroing and similarity cover the layers IMP prunes; an excluded
+        # classifier's output neurons are the class logits, whose ablation says
+        # nothing about the structure pruning leaves and would dominate the spread.
+        excluded = set(cfg.imp.exclude or ())
+        self.prunable_layers = [name for name in self.layers if name not in excluded]
         self._models: OrderedDict[int, tuple[nn.Module, Masks]] = OrderedDict()
 
     @functools.cached_property

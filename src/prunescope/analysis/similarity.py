@@ -140,8 +140,8 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
         for x, _ in tqdm(
             batches, desc=f"similarity level {level}", leave=False, disable=None, unit="batch"
         ):
-            acts = {lv: capture(m, ctx.layers, x) for lv, m in models.items()}
-            for layer in ctx.layers:
+            acts = {lv: capture(m, ctx.prunable_layers, x) for lv, m in models.items()}
+            for layer in ctx.prunable_layers:
                 rows_of = {lv: as_rows(acts[lv][layer]) for lv in acts}
                 for lv in needed:
                     st = fresh[lv].setdefault(layer, SelfStats(rows_of[lv].shape[1], x.device))
@@ -154,7 +154,7 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
         cache.update(fresh)
         ns = ctx.network_sparsity(level)
         for reference, ref_level in (("baseline", 0), ("previous", level - 1)):
-            for layer in ctx.layers:
+            for layer in ctx.prunable_layers:
                 values = similarity_metrics(
                     cache[level][layer], cache[ref_level][layer], cross[ref_level][layer]
                 )

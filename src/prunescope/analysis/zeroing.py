@@ -233,19 +233,19 @@ def zeroing_table(ctx, levels: list[int]):  # ctx: AnalysisContext
     for level in levels:
         model, _ = ctx.level(level)
         with tqdm(
-            total=len(batches) * len(ctx.layers),
+            total=len(batches) * len(ctx.prunable_layers),
             desc=f"zeroing level {level}",
             unit="layer",
             leave=False,
             disable=None,
         ) as bar:
             res = zeroing_fast(
-                model, ctx.layers, batches, z.mode, z.max_ablations, progress=bar.update
+                model, ctx.prunable_layers, batches, z.mode, z.max_ablations, progress=bar.update
             )
         ns = ctx.network_sparsity(level)
         base_acc = res.base_correct / res.images
         base_loss = res.base_loss_sum / res.images
-        for layer in ctx.layers:
+        for layer in ctx.prunable_layers:
             acc = res.correct[layer].double().numpy() / res.images
             parts.append(
                 pd.DataFrame(

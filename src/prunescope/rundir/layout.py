@@ -67,7 +67,10 @@ def git_commit() -> str | None:
 
 
 def environment(device: str) -> dict[str, Any]:
+    """Versions and the device a session ran on: the resolved one (what the hardware
+    was), and the configured name beside it ("auto" alone says nothing afterwards)."""
     from prunescope import __version__
+    from prunescope.training.device import describe_device, resolve_device
 
     return {
         "prunescope": __version__,
@@ -76,7 +79,8 @@ def environment(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "device": device,
+        "device": describe_device(resolve_device(device)),
+        "device_setting": device,
     }
 
 
