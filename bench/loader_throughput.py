@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
@@ -130,6 +131,7 @@ def main() -> None:
         results["plain_pipeline"].append(pipeline_images_per_second(plain, n))
 
     best = {k: max(v) for k, v in results.items()}
+    median = {k: statistics.median(v) for k, v in results.items()}
     print(
         f"hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}"
@@ -141,6 +143,11 @@ def main() -> None:
     print(
         f"training   ours {best['ours_train']:8.0f} img/s   DataLoader {best['plain_train']:8.0f} img/s   "
         f"ratio {best['ours_train'] / best['plain_train']:.2f}x"
+    )
+    print(
+        f"training, median of {args.repeats}: ours {median['ours_train']:8.0f} img/s   "
+        f"DataLoader {median['plain_train']:8.0f} img/s   "
+        f"ratio {median['ours_train'] / median['plain_train']:.2f}x"
     )
     print(
         f"pipeline   ours {best['ours_pipeline']:8.0f} img/s   DataLoader {best['plain_pipeline']:8.0f} img/s   "
