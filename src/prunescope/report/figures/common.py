@@ -77,6 +77,20 @@ def stage_colours(stages: list[str]) -> dict[str, tuple]:
     return {s: cmap(0.05 + 0.85 * i / n) for i, s in enumerate(stages)}
 
 
+def coloured_boxes(ax: plt.Axes, data: list, colours: list) -> None:
+    """The project's box plot: one box per array, filled with its colour, small fliers."""
+    box = ax.boxplot(
+        data,
+        patch_artist=True,
+        widths=0.6,
+        flierprops={"markersize": 1.5, "alpha": 0.5},
+        medianprops={"color": "black"},
+    )
+    for patch, colour in zip(box["boxes"], colours, strict=True):
+        patch.set_facecolor(colour)
+        patch.set_alpha(0.8)
+
+
 def nearest_levels(levels: pd.DataFrame, targets: tuple[float, ...]) -> list[int]:
     """For each target network sparsity, the level closest to it (ties: the lower level), deduplicated."""
     lv = levels[["level", "network_sparsity"]].drop_duplicates().sort_values("level")

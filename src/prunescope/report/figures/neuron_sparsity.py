@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 from prunescope.report.figures.common import (
     FigureFile,
     FigureInputs,
+    coloured_boxes,
     nearest_levels,
     pct,
     save,
@@ -29,17 +30,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     for ax, level in zip(axes[:, 0], levels, strict=True):
         d = ns[ns["level"] == level]
         data = [100 * d[d["layer"] == layer]["sparsity"].to_numpy() for layer in layers]
-        box = ax.boxplot(
-            data,
-            patch_artist=True,
-            widths=0.6,
-            showfliers=True,
-            flierprops={"markersize": 1.5, "alpha": 0.5},
-            medianprops={"color": "black"},
-        )
-        for patch, layer in zip(box["boxes"], layers, strict=True):
-            patch.set_facecolor(colours[stage_of[layer]])
-            patch.set_alpha(0.8)
+        coloured_boxes(ax, data, [colours[stage_of[layer]] for layer in layers])
         ax.axhline(100 * d["network_sparsity"].iloc[0], color="red", lw=0.8, ls="--")
         ax.set_ylim(-3, 103)
         ax.set_ylabel("neuron sparsity (%)")

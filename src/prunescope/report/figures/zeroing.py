@@ -6,7 +6,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from prunescope.report.figures.common import FigureFile, FigureInputs, save, stage_colours
+from prunescope.report.figures.common import (
+    FigureFile,
+    FigureInputs,
+    coloured_boxes,
+    save,
+    stage_colours,
+)
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
@@ -23,16 +29,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     for ax, stage in zip(axes.flat, stages, strict=False):
         d = z[z["stage"] == stage]
         data = [100 * d[d["level"] == lv]["delta_accuracy"].to_numpy() for lv in levels]
-        box = ax.boxplot(
-            data,
-            patch_artist=True,
-            widths=0.6,
-            flierprops={"markersize": 1.5, "alpha": 0.5},
-            medianprops={"color": "black"},
-        )
-        for patch in box["boxes"]:
-            patch.set_facecolor(colours[stage])
-            patch.set_alpha(0.8)
+        coloured_boxes(ax, data, [colours[stage]] * len(data))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(stage)
         ax.set_xticks(range(1, len(levels) + 1))
