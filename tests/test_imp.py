@@ -235,6 +235,8 @@ def test_real_cifar10_run(cifar10_root, tmp_path):
             f"data.root={str(cifar10_root)!r}",
             "data.train_subset=500",
             "data.test_subset=200",
+            "analysis.zeroing.test_subset=100",
+            "analysis.similarity.test_subset=200",
             "imp.levels=2",
             "imp.pretrain_epochs=1",
             "imp.train_epochs=1",

@@ -11,14 +11,16 @@ from prunescope.config import Config
 from prunescope.data import (
     Normalizer,
     PreparedData,
+    check_subset,
     dataset_spec,
     prepare_from_config,
     stratified_subset,
 )
 from prunescope.errors import RunDirError
 from prunescope.models import build_model
-from prunescope.pruning.masks import Masks
-from prunescope.rundir.layout import RunDir, level_file
+from prunescope.pruning.masks import Masks, prunable_weight_keys
+from prunescope.rundir.layout import RunDir
+from prunescope.rundir.level_files import read_level_tensors
 from prunescope.rundir.session import open_run_dir
 from prunescope.seeding import derive_seed
 
@@ -34,15 +36,13 @@ def read_level(rd: RunDir, cfg: Config, level: int) -> tuple[nn.Module, Masks]:
         raise RunDirError(
             f"level {level} of {rd.root} is not complete (complete: {', '.join(map(str, done)) or 'none'})"
         )
-    from prunescope.imp import check_state
-
     model = model_for(cfg)
-    state = rd.read_tensors(level_file(level, "model.safetensors"))
-    check_state(level_file(level, "model.safetensors"), state, model)
+    state, masks = read_level_tensors(
+        rd, level, model, prunable_weight_keys(model, cfg.imp.exclude)
+    )
     model.load_state_dict(state)
-    masks = rd.read_tensors(level_file(level, "mask.safetensors"))
     model.eval()
-    return model, {k: v.bool() for k, v in masks.items()}
+    return model, masks
 
 
 def load_level(run_dir: str | Path, level: int) -> tuple[nn.Module, Masks]:
@@ -53,6 +53,7 @@ def load_level(run_dir: str | Path, level: int) -> tuple[nn.Module, Masks]:
 
 def analysis_subset(labels: torch.Tensor, subset: int | None, seed: int) -> torch.Tensor | None:
     """Indices of the test images an analysis with a test subset of ``subset`` uses."""
+    check_subset("an analysis test_subset", subset, labels.numpy(), int(labels.max()) + 1)
     if subset is None or subset >= len(labels):
         return None
     idx = stratified_subset(labels.numpy(), subset, derive_seed(seed, "analysis-subset"))

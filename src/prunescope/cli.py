@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from prunescope.errors import EXIT_BAD_INPUT, ConfigError, PrunescopeError
+from prunescope.errors import (
+    EXIT_BAD_INPUT,
+    ConfigError,
+    PrunescopeError,
+    Terminated,
+    readable,
+)
 
 log = logging.getLogger("prunescope")
 
@@ -29,20 +37,21 @@ def add_set_arg(p: argparse.ArgumentParser, help_text: str) -> None:
 def add_config_args(p: argparse.ArgumentParser) -> None:
     from prunescope.config import preset_names
 
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--preset", metavar="NAME", help=f"a named config: {', '.join(preset_names())}"
+    p.add_argument("--preset", metavar="NAME", help=f"a named config: {', '.join(preset_names())}")
+    p.add_argument(
+        "--config", metavar="FILE", type=Path, help="a TOML config file (on top of --preset)"
     )
-    src.add_argument("--config", metavar="FILE", type=Path, help="a TOML config file")
     add_set_arg(
-        p, "override one key, e.g. --set imp.levels=18 (value read as TOML, else as a string)"
+        p,
+        "override one key, e.g. --set imp.levels=18 (value read as TOML, else as a string); "
+        "on a resume, on top of the run's own config",
     )
 
 
-def config_from_args(args: argparse.Namespace):
-    from prunescope.config import build_config
+def request_from_args(args: argparse.Namespace):
+    from prunescope.config.request import ConfigRequest
 
-    return build_config(args.preset, args.config, args.overrides)
+    return ConfigRequest(args.preset, args.config, tuple(args.overrides))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -72,17 +81,21 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from prunescope.dense import train_dense
 
-    cfg = config_from_args(args)
-    train_dense(cfg, args.out)
+    train_dense(request_from_args(args).build(), args.out)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from prunescope.runner import run
 
-    has_config = args.preset is not None or args.config is not None or args.overrides
-    cfg = config_from_args(args) if has_config else None
-    run(args.run_dir, cfg, analyze=not args.no_analyze, redo_from=args.redo_from)
+    request = request_from_args(args)
+    given = request.complete or request.overrides
+    run(
+        args.run_dir,
+        request if given else None,
+        analyze=not args.no_analyze,
+        redo_from=args.redo_from,
+    )
     if not args.no_analyze:
         print(args.run_dir / "report" / "index.html")
     return 0
@@ -189,10 +202,36 @@ def setup_logging() -> None:
     )
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def interrupted_message(args: argparse.Namespace, why: str) -> str:
+    """What a stopped command keeps, and the exact command that goes on from there."""
+    command = getattr(args, "command", None)
+    if command == "run":
+        return (
+            f"{why}; completed levels and the last checkpoint are kept; resume with: "
+            f"prunescope run --run-dir {args.run_dir}"
+        )
+    if command == "analyze":
+        return f"{why}; analysed levels are kept; continue with: prunescope analyze {args.run_dir}"
+    return f"{why}; every file written so far is complete (writes are atomic)"
+
+
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -200,24 +239,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.func(args)
     except ConfigError as exc:
         for line in exc.lines:
-            print(f"prunescope: config error: {line}", file=sys.stderr)
+            print(f"prunescope: config error: {readable(line)}", file=sys.stderr)
         return exc.exit_code
     except PrunescopeError as exc:
         if args.debug:
             raise
-        print(f"prunescope: error: {exc}", file=sys.stderr)
+        print(f"prunescope: error: {readable(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("prunescope: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        _close_progress_bars()
+        term = isinstance(exc, Terminated)
+        why = "stopped by SIGTERM" if term else "interrupted"
+        print(f"prunescope: {interrupted_message(args, why)}", file=sys.stderr)
+        return 143 if term else 130
     except Exception as exc:
         if args.debug:
             raise
         print(
-            f"prunescope: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"prunescope: internal error: {type(exc).__name__}: {readable(str(exc))} "
+            "(rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,8 +12,10 @@ import torch
 
 from prunescope.config import Config, config_to_toml
 from prunescope.data import prepare_from_config
+from prunescope.errors import RunDirError
 from prunescope.models import build_model, count_parameters
 from prunescope.rundir.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text
+from prunescope.rundir.layout import MANIFEST
 from prunescope.seeding import derive_seed
 from prunescope.training.device import describe_device, resolve_device
 from prunescope.training.trainer import EpochResult, Trainer
@@ -36,7 +38,17 @@ def new_model(cfg: Config, num_classes: int, channels: int, image_size: int) -> 
     return build_model(cfg.model.name, num_classes, channels, image_size)
 
 
+def refuse_run_directory(out: Path) -> None:
+    """``train --out`` writes config.toml and model files: never over an IMP run directory."""
+    if (out / MANIFEST).exists() or (out / MANIFEST).is_symlink():
+        raise RunDirError(
+            f"{out} is an IMP run directory; 'prunescope train' would overwrite its config.toml "
+            f"(choose another --out)"
+        )
+
+
 def train_dense(cfg: Config, out: Path) -> dict:
+    refuse_run_directory(out)
     device = resolve_device(cfg.device)
     data = prepare_from_config(cfg)
     model = new_model(cfg, data.spec.num_classes, data.spec.channels, data.image_size)

@@ -45,3 +45,23 @@ class NonFiniteLossError(PrunescopeError):
     """Training diverged; completed levels stay intact."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class Terminated(BaseException):
+    """SIGTERM (what SLURM and torchrun send): unwinds like Ctrl-C, so locks are released."""
+
+
+def readable(message: str, longest: int = 200) -> str:
+    """A message with every overlong word (an echoed path or value) cut to a readable length."""
+    words = message.split(" ")
+    cut = [
+        w if len(w) <= longest else f"{w[:120]}...{w[-40:]} ({len(w):,} characters)" for w in words
+    ]
+    text = " ".join(cut)
+    return text if len(text) <= 4 * longest * 5 else text[: 4 * longest * 5] + "..."
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``repr`` of a value cut to a readable length (a hostile value may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

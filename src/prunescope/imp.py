@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from prunescope.config import Config
@@ -40,6 +39,7 @@ from prunescope.rundir.checkpoint import (
     save_checkpoint,
 )
 from prunescope.rundir.layout import REWIND, RunDir, level_file, level_name, now
+from prunescope.rundir.level_files import read_level_tensors, read_state
 from prunescope.training.trainer import EpochResult, Trainer
 
 log = logging.getLogger("prunescope")
@@ -72,19 +72,6 @@ def level_sparsity(state: dict[str, torch.Tensor], keys: list[str]) -> tuple[int
     return zeros, total
 
 
-def check_state(rel: str, state: dict[str, torch.Tensor], model: nn.Module) -> None:
-    """A saved state must match the model key for key and shape for shape."""
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if want != got:
-        missing = sorted(set(want) - set(got))[:3]
-        extra = sorted(set(got) - set(want))[:3]
-        shapes = [k for k in set(want) & set(got) if want[k] != got[k]][:3]
-        raise RunDirError(
-            f"{rel} does not fit this model (missing {missing}, unexpected {extra}, other shapes {shapes})"
-        )
-
-
 class IMP:
     def __init__(
         self, cfg: Config, rd: RunDir, device: torch.device, data: PreparedData | None = None
@@ -103,9 +90,7 @@ class IMP:
     # -- the rewind point ------------------------------------------------------------------
     def rewind_state(self) -> dict[str, torch.Tensor]:
         if self.rd.recorded(REWIND):
-            state = self.rd.read_tensors(REWIND)
-            check_state(REWIND, state, self.model)
-            return state
+            return read_state(self.rd, REWIND, self.model)
         r = self.schedule.rewind_epoch
         if r > 0:
             log.info("pretraining %d epoch(s) to the rewind point", r)
@@ -142,14 +127,22 @@ class IMP:
         optimizer = self.trainer.new_optimizer()
         rows: list[dict] = []
         begin = first_epoch
-        ck = load_checkpoint(rd, phase, level)
+        ck = load_checkpoint(rd, phase, level, model)
         if ck is not None and first_epoch < ck.next_epoch <= end_epoch:
-            check_state("checkpoint/state.safetensors", ck.model_state, model)
-            model.load_state_dict(ck.model_state)
-            optimizer.load_state_dict(ck.optimizer_state)
-            restore_rng(ck.rng)
-            rows, begin = ck.rows, ck.next_epoch
-            log.info("%s: resuming from the checkpoint after epoch %d", name, begin)
+            try:
+                model.load_state_dict(ck.model_state)
+                optimizer.load_state_dict(ck.optimizer_state)
+                restore_rng(ck.rng)
+                rows, begin = ck.rows, ck.next_epoch
+                log.info("%s: resuming from the checkpoint after epoch %d", name, begin)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                log.warning(
+                    "%s: ignoring a checkpoint that does not restore (%s)", name, str(exc)[:200]
+                )
+                model.load_state_dict(start)
+                if masks is not None:
+                    apply_masks(model, masks)
+                optimizer = self.trainer.new_optimizer()
         masker = Masker(model, masks) if masks is not None else None
         every = self.cfg.train.checkpoint_every
         last_save = time.monotonic()
@@ -199,16 +192,7 @@ class IMP:
 
     # -- masks -----------------------------------------------------------------------------
     def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:
-        state = self.rd.read_tensors(level_file(level, "model.safetensors"))
-        check_state(level_file(level, "model.safetensors"), state, self.model)
-        masks = self.rd.read_tensors(level_file(level, "mask.safetensors"))
-        if sorted(masks) != sorted(self.keys) or any(
-            masks[k].shape != state[k].shape for k in self.keys
-        ):
-            raise RunDirError(
-                f"{level_file(level, 'mask.safetensors')} does not match this model's prunable weights"
-            )
-        return state, {k: masks[k].bool() for k in self.keys}
+        return read_level_tensors(self.rd, level, self.model, self.keys)
 
     def masks_for(self, level: int) -> Masks:
         if level == 0:

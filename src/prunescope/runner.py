@@ -6,24 +6,50 @@ import logging
 from pathlib import Path
 
 from prunescope.analysis.accuracy import write_accuracy
+from prunescope.api import model_for
 from prunescope.config import Config
+from prunescope.config.request import ConfigRequest
+from prunescope.data import PreparedData, check_subset, prepare_from_config
 from prunescope.errors import UserInputError
 from prunescope.imp import IMP
 from prunescope.models import stage_of_layer
+from prunescope.pruning.masks import prunable_weight_keys
+from prunescope.rundir.data_check import check_data
 from prunescope.rundir.session import WriteSession
 from prunescope.training.device import describe_device, resolve_device
 
 log = logging.getLogger("prunescope")
 
 
+def check_runnable(cfg: Config) -> PreparedData:
+    """Everything the config could have told us before a run directory is made: the device
+    exists, the data load with the subsets asked for, the model fits the data and leaves
+    something to prune, and every analysis subset fits the test set."""
+    resolve_device(cfg.device)
+    data = prepare_from_config(cfg)
+    model = model_for(cfg)
+    prunable_weight_keys(model, cfg.imp.exclude)
+    labels = data.test_y.numpy()
+    for name, section in (
+        ("analysis.zeroing.test_subset", cfg.analysis.zeroing),
+        ("analysis.similarity.test_subset", cfg.analysis.similarity),
+    ):
+        check_subset(name, section.test_subset, labels, data.spec.num_classes)
+    return data
+
+
 def run(
-    run_dir: str | Path, cfg: Config | None, *, analyze: bool = True, redo_from: int | None = None
+    run_dir: str | Path,
+    cfg: Config | ConfigRequest | None,
+    *,
+    analyze: bool = True,
+    redo_from: int | None = None,
 ) -> None:
-    device_name = cfg.device if cfg is not None else "auto"
-    with WriteSession(run_dir, cfg, device_name, redo_from=redo_from) as session:
+    with WriteSession(run_dir, cfg, redo_from=redo_from, preflight=check_runnable) as session:
         cfg, rd = session.cfg, session.rd
+        check_data(rd, session.prepared, redo_from=redo_from)
         device = resolve_device(cfg.device)
-        imp = IMP(cfg, rd, device)
+        imp = IMP(cfg, rd, device, data=session.prepared)
         rd.manifest["layer_order"] = {
             "stages": list(imp.model.stages),
             "layers": list(stage_of_layer(imp.model)),
@@ -41,12 +67,10 @@ def run(
         log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
         if analyze:
             from prunescope.analysis.runner import analyze_run
-            from prunescope.report.build import build_report, record_report
+            from prunescope.report.build import report_into_run
 
             analyze_run(rd, cfg, device)
-            target = rd.root / "report"
-            build_report([rd.root], target, rd, cfg)
-            record_report(rd, target)
+            target = report_into_run(rd, cfg, [rd.root])
             log.info("report: %s", target / "index.html")
 
 
@@ -59,21 +83,15 @@ def analyze(
 ) -> None:
     """``prunescope analyze``: the stored config, with analysis/report settings changeable by --set."""
     from prunescope.analysis.runner import analyze_run
-    from prunescope.config.load import apply_overrides, parse_override, resolve, validate
-    from prunescope.rundir.session import open_run_dir
+    from prunescope.config.load import parse_override
 
-    cfg = None
-    if overrides:
-        for item in overrides:
-            key = parse_override(item)[0]
-            if key[0] not in ("analysis", "report", "device"):
-                raise UserInputError(
-                    f"--set {item!r}: analyze may change analysis.*, report.* and device only"
-                )
-        _, stored = open_run_dir(run_dir)
-        cfg = resolve(
-            validate(apply_overrides(stored.model_dump(mode="json", exclude_none=True), overrides))
-        )
-    with WriteSession(run_dir, cfg, cfg.device if cfg else "auto", create=False) as session:
+    for item in overrides:
+        key = parse_override(item)[0]
+        if key[0] not in ("analysis", "report", "device"):
+            raise UserInputError(
+                f"--set {item!r}: analyze may change analysis.*, report.* and device only"
+            )
+    request = ConfigRequest(overrides=tuple(overrides)) if overrides else None
+    with WriteSession(run_dir, request, create=False) as session:
         device = resolve_device(session.cfg.device)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)

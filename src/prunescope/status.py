@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunescope.analysis.tables import COLUMNS, has_table
+from prunescope.errors import RunDirError
 from prunescope.imp import format_seconds, schedule_of
-from prunescope.rundir.layout import LEVELS, RunDir, level_name
+from prunescope.rundir.layout import RunDir, level_name, level_of_file
+from prunescope.rundir.level_files import read_metrics
 from prunescope.rundir.session import open_run_dir
 
 
@@ -37,8 +39,8 @@ def status_text(run_dir: str | Path) -> str:
         rec = levels.get(level_name(level), {})
         if rec.get("status") == "complete":
             try:
-                loss = f"{rd.read_json(f'{LEVELS}/{level_name(level)}/metrics.json')['test_loss']:8.4f}"
-            except Exception:  # damaged: listed below, status itself must not fail
+                loss = f"{read_metrics(rd, level)['test_loss']:8.4f}"
+            except RunDirError:  # damaged: listed below, status itself must not fail
                 loss = f"{'?':>8}"
             lines.append(
                 f"{level_name(level):>5}  {100 * rec['network_sparsity']:7.2f}%  {rec['test_accuracy']:8.4f}"
@@ -66,9 +68,7 @@ def status_text(run_dir: str | Path) -> str:
     if damaged:
         lines.append(f"DAMAGED FILES ({len(damaged)}):")
         lines += [f"  {rel}: {problem}" for rel, problem in damaged]
-        bad_levels = sorted(
-            {int(rel.split("/")[1]) for rel, _ in damaged if rel.startswith(LEVELS + "/")}
-        )
+        bad_levels = sorted({lv for rel, _ in damaged if (lv := level_of_file(rel)) is not None})
         if bad_levels:
             lines.append(
                 f"  redo with: prunescope run --run-dir {rd.root} --redo-from {bad_levels[0]}"

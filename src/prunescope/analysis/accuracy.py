@@ -5,13 +5,14 @@ from __future__ import annotations
 import pandas as pd
 
 from prunescope.analysis.tables import COLUMNS, write_table
-from prunescope.rundir.layout import RunDir, level_file
+from prunescope.rundir.layout import RunDir
+from prunescope.rundir.level_files import read_metrics
 
 
 def accuracy_table(rd: RunDir) -> pd.DataFrame:
     rows = []
     for level in rd.completed_levels():
-        m = rd.read_json(level_file(level, "metrics.json"))
+        m = read_metrics(rd, level)
         rows.append({c: m[c] for c in COLUMNS["accuracy"]})
     return pd.DataFrame(rows, columns=COLUMNS["accuracy"])
 

@@ -13,7 +13,9 @@ from prunescope.config import Config
 from prunescope.data import DeviceLoader, PreparedData, prepare_from_config
 from prunescope.models import stage_of_layer
 from prunescope.pruning.masks import Masks
-from prunescope.rundir.layout import RunDir, level_file
+from prunescope.rundir.data_check import check_data
+from prunescope.rundir.layout import RunDir
+from prunescope.rundir.level_files import read_metrics
 
 
 class AnalysisContext:
@@ -34,13 +36,15 @@ class AnalysisContext:
 
     @functools.cached_property
     def data(self) -> PreparedData:
-        return prepare_from_config(self.cfg)
+        data = prepare_from_config(self.cfg)
+        check_data(self.rd, data)  # never analyse a run on images it was not trained on
+        return data
 
     def levels(self) -> list[int]:
         return self.rd.completed_levels()
 
     def metrics(self, level: int) -> dict:
-        return self.rd.read_json(level_file(level, "metrics.json"))
+        return read_metrics(self.rd, level)
 
     def network_sparsity(self, level: int) -> float:
         return float(self.metrics(level)["network_sparsity"])
@@ -56,7 +60,9 @@ class AnalysisContext:
         return self._models[level]
 
     def state(self, level: int) -> dict[str, torch.Tensor]:
-        return self.rd.read_tensors(level_file(level, "model.safetensors"))
+        """The level's trained state (CPU), checked like every read of a level."""
+        model, _ = self.level(level)
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def batches(
         self, subset: int | None, batch_size: int

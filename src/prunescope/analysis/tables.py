@@ -58,6 +58,23 @@ COLUMNS: dict[str, list[str]] = {
 }
 
 
+# What each pinned column holds. Tables are read back from run directories that may
+# come from someone else: a column of the wrong kind is a damaged table, never text
+# that reaches a page or a figure label as if it were a number.
+TEXT_COLUMNS = {"stage", "layer", "reference", "metric", "format", "device", "method", "alpha_kind"}
+INTEGER_COLUMNS = {
+    "level",
+    "reference_level",
+    "neuron",
+    "fan_in",
+    "zeros",
+    "weights",
+    "neurons",
+    "fully_pruned",
+    "count",
+}
+
+
 def table_path(name: str) -> str:
     return f"{ANALYSIS}/{name}.csv"
 
@@ -103,10 +120,27 @@ def _sort_key(rd: RunDir, cols: list[str]):
 def read_table(rd: RunDir, name: str) -> pd.DataFrame:
     rel = table_path(name)
     data = rd.read(rel)
-    df = pd.read_csv(io.BytesIO(data))
+    text = [c for c in COLUMNS[name] if c in TEXT_COLUMNS]
+    try:
+        df = pd.read_csv(io.BytesIO(data), dtype={c: str for c in text})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise RunDirError(f"{rd.path(rel)} is not a readable table ({str(exc)[:120]})") from None
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:
         raise RunDirError(f"{rd.path(rel)} lacks columns {missing}")
+    for c in COLUMNS[name]:
+        if c in text:
+            ok = not df[c].isna().any()
+        elif c in INTEGER_COLUMNS:
+            ok = pd.api.types.is_integer_dtype(df[c]) or df.empty
+        else:
+            ok = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+            ok = ok or df.empty
+        if not ok:
+            raise RunDirError(
+                f"{rd.path(rel)} is damaged: column {c!r} does not hold "
+                f"{'text' if c in text else 'numbers'}"
+            )
     return df
 
 

@@ -14,6 +14,7 @@ from prunescope.data import cifar10, digits, tinyimagenet  # noqa: F401  (regist
 from prunescope.data.loader import DeviceLoader, Normalizer
 from prunescope.data.registry import ArrayDataset, DatasetSpec, dataset_names, dataset_spec
 from prunescope.data.subset import stratified_subset
+from prunescope.errors import DataError, shorten
 
 
 @dataclass
@@ -34,7 +35,27 @@ class PreparedData:
 
 @functools.lru_cache(maxsize=2)
 def _load_arrays(name: str, root: str, download: bool) -> ArrayDataset:
-    return dataset_spec(name).load(Path(root), download)
+    try:
+        return dataset_spec(name).load(Path(root), download)
+    except OSError as exc:  # a path too long, a folder without permission, ...
+        raise DataError(
+            f"{name}: cannot read data.root {shorten(root)} ({exc.strerror or exc})"
+        ) from None
+
+
+def check_subset(what: str, n: int | None, labels: np.ndarray, num_classes: int) -> None:
+    """A stratified subset needs an image of every class and cannot exceed the set it takes from."""
+    if n is None:
+        return
+    if n > len(labels):
+        raise DataError(
+            f"{what} = {n} is larger than the set it is taken from ({len(labels)} images)"
+        )
+    if n < num_classes:
+        raise DataError(
+            f"{what} = {n} is smaller than the number of classes ({num_classes}); a stratified "
+            f"subset needs at least one image of each"
+        )
 
 
 def resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
@@ -58,6 +79,8 @@ def prepare_data(
     spec = dataset_spec(name)
     arrays = _load_arrays(name, str(root), download)
     size = image_size or spec.image_size
+    check_subset("data.train_subset", train_subset, arrays.train_y, spec.num_classes)
+    check_subset("data.test_subset", test_subset, arrays.test_y, spec.num_classes)
     train_idx = (
         stratified_subset(arrays.train_y, train_subset, seed) if train_subset else slice(None)
     )
@@ -91,6 +114,7 @@ __all__ = [
     "DeviceLoader",
     "Normalizer",
     "PreparedData",
+    "check_subset",
     "dataset_names",
     "dataset_spec",
     "prepare_data",

@@ -52,15 +52,21 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
-        data = np.asarray(_key(d, "data"), dtype=np.uint8)
+        raw = np.asarray(_key(d, "data"))
         labels = np.asarray(_key(d, "labels"), dtype=np.int64)
-        images = data.reshape(-1, 3, 32, 32)
+        images = raw.reshape(-1, 3, 32, 32)
     except FileNotFoundError:
         raise DataError(f"CIFAR-10 batch {path} is missing") from None
     except Exception as exc:
         raise DataError(
             f"CIFAR-10 batch {path} is corrupt or not a CIFAR-10 batch: {exc}"
         ) from None
+    if images.dtype != np.uint8:
+        # the official batches hold uint8 pixels; anything else would be wrapped into 0..255
+        lo, hi = (images.min(), images.max()) if images.size else (0, 0)
+        raise DataError(
+            f"CIFAR-10 batch {path} holds {images.dtype} pixels ({lo} to {hi}), not uint8 0-255"
+        )
     if len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
         raise DataError(f"CIFAR-10 batch {path} has inconsistent labels")
     return images, labels

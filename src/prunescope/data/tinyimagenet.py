@@ -6,6 +6,8 @@ once as an uncompressed ``.npz`` (no pickles) beside the data.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +23,8 @@ ARCHIVE_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 FOLDER = "tiny-imagenet-200"
 CACHE_NAME = "prunescope-uint8-v1.npz"
 SIDE = 64
+
+log = logging.getLogger("prunescope")
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -47,7 +51,7 @@ def decode_folder(folder: Path) -> ArrayDataset:
     wnids_file = folder / "wnids.txt"
     if not wnids_file.exists():
         raise DataError(f"Tiny ImageNet folder {folder} has no wnids.txt")
-    wnids = sorted(line.strip() for line in wnids_file.read_text().splitlines() if line.strip())
+    wnids = _wnids(folder)
     index = {w: i for i, w in enumerate(wnids)}
     train_paths, train_labels = [], []
     for wnid in wnids:
@@ -79,17 +83,28 @@ def decode_folder(folder: Path) -> ArrayDataset:
     )
 
 
-def _read_cache(path: Path) -> ArrayDataset | None:
+def _read_cache(path: Path, wnids: list[str]) -> ArrayDataset | None:
+    """The cached arrays, or None when the cache is damaged or does not fit the folder."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return ArrayDataset(
+            ds = ArrayDataset(
                 z["train_x"], z["train_y"], z["test_x"], z["test_y"], [str(w) for w in z["classes"]]
             )
     except Exception:
         return None  # a damaged cache is rebuilt from the JPEGs
+    shapes_ok = all(x.shape[1:] == (3, SIDE, SIDE) for x in (ds.train_x, ds.test_x))
+    labels_ok = all(
+        y.dtype.kind == "i" and (y.size == 0 or (y.min() >= 0 and y.max() < len(wnids)))
+        for y in (ds.train_y, ds.test_y)
+    )
+    if ds.classes != wnids or not shapes_ok or not labels_ok:
+        log.warning("Tiny ImageNet cache %s does not fit its folder: decoding again", path)
+        return None
+    return ds
 
 
 def _write_cache(path: Path, ds: ArrayDataset) -> None:
+    """Cache the decoded arrays; a folder that cannot be written only costs the decode next time."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -104,8 +119,17 @@ def _write_cache(path: Path, ds: ArrayDataset) -> None:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only data folder only costs the decode next time
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        log.info(
+            "cannot cache decoded Tiny ImageNet in %s (%s); not cached", path.parent, exc.strerror
+        )
+
+
+def _wnids(folder: Path) -> list[str]:
+    text = (folder / "wnids.txt").read_text()
+    return sorted(line.strip() for line in text.splitlines() if line.strip())
 
 
 def load_tinyimagenet_arrays(root: Path, download: bool) -> ArrayDataset:
@@ -120,7 +144,7 @@ def load_tinyimagenet_arrays(root: Path, download: bool) -> ArrayDataset:
         extract_archive(archive, root)
         folder = root / FOLDER
     cache = folder / CACHE_NAME
-    if cache.exists() and (ds := _read_cache(cache)) is not None:
+    if cache.exists() and (ds := _read_cache(cache, _wnids(folder))) is not None:
         return ds
     ds = decode_folder(folder)
     _write_cache(cache, ds)

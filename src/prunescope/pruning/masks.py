@@ -28,7 +28,13 @@ def prunable_weight_keys(model: nn.Module, exclude: Iterable[str]) -> list[str]:
             f"imp.exclude names {unknown} that are not Conv2d/Linear modules of this model; "
             f"its layers are {', '.join(layers)}"
         )
-    return [f"{name}.weight" for name in layers if name not in exclude]
+    keys = [f"{name}.weight" for name in layers if name not in exclude]
+    if not keys:
+        raise UserInputError(
+            f"imp.exclude names every Conv2d/Linear layer of this model ({len(layers)}): "
+            f"nothing is left to prune"
+        )
+    return keys
 
 
 def dense_masks(model: nn.Module, keys: Iterable[str]) -> Masks:

@@ -23,6 +23,7 @@ from prunescope.report.figures import (
 from prunescope.report.figures.common import FigureFile, FigureInputs
 from prunescope.report.page import render_page
 from prunescope.rundir.atomic import atomic_write_bytes, json_bytes, sha256_file
+from prunescope.rundir.files import check_not_symlink
 from prunescope.rundir.layout import CONFIG, REPORT, RunDir
 from prunescope.rundir.session import WriteSession, open_run_dir
 
@@ -101,7 +102,7 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
         ],
     }
     atomic_write_bytes(out / "summary.json", json_bytes(summary_doc))
-    config_text = rd.read(CONFIG).decode("utf-8")
+    config_text = rd.read_text(CONFIG)
     html = render_page(rd, cfg, config_text, tables, summary, runs, figures, out)
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))
     return summary_doc
@@ -113,7 +114,7 @@ def record_report(rd: RunDir, out: Path) -> None:
     for rel in [r for r in files if r.startswith(REPORT + "/")]:
         del files[rel]
     for path in sorted(out.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
+        if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
             files[str(path.relative_to(rd.root))] = {
                 "sha256": sha256_file(path),
                 "bytes": path.stat().st_size,
@@ -121,14 +122,22 @@ def record_report(rd: RunDir, out: Path) -> None:
     rd.save_manifest()
 
 
+def report_into_run(rd: RunDir, cfg: Config, run_dirs: list[Path]) -> Path:
+    """Build ``RUN_DIR/report`` and record its files; the caller holds the run's lock."""
+    target = rd.root / REPORT
+    for folder in (target, target / "figures"):
+        check_not_symlink(folder, "its report")
+    build_report(run_dirs, target, rd, cfg)
+    record_report(rd, target)
+    return target
+
+
 def make_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     paths = [Path(p) for p in run_dirs]
     primary = paths[0]
     if out is None or Path(out).resolve() == (primary / REPORT).resolve():
-        with WriteSession(primary, None, "auto", create=False) as session:
-            target = primary / REPORT
-            build_report(paths, target, session.rd, session.cfg)
-            record_report(session.rd, target)
+        with WriteSession(primary, create=False) as session:
+            target = report_into_run(session.rd, session.cfg, paths)
     else:
         target = Path(out)
         rd, cfg = open_run_dir(primary)

@@ -53,21 +53,24 @@ def trend(rho: float | None, up: str, down: str, flat: str) -> str:
     return flat
 
 
-def finding_sentences(summary: dict[str, Any]) -> list[str]:
+def finding_sentences(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, text) of every finding, as plain text: the page escapes both."""
     out = []
     crit = summary["critical_sparsity"]
     margin = 100 * crit["margin"]
     if crit.get("level") is not None:
         critical = (
-            f"<b>Critical sparsity: {pct(crit['network_sparsity'])}.</b> Level {crit['level']} is the first whose "
+            f"Critical sparsity: {pct(crit['network_sparsity'])}.",
+            f"Level {crit['level']} is the first whose "
             f"test accuracy ({pct(crit['test_accuracy'], 2)}) falls more than {margin:g} points below the dense "
             f"network's {pct(crit['baseline_accuracy'], 2)} (a drop of {100 * crit['drop']:.2f} points). "
-            "Findings 1, 3 and 4 count the levels before it."
+            "Findings 1, 3 and 4 count the levels before it.",
         )
     else:
         critical = (
-            f"<b>Critical sparsity: not reached.</b> No level's accuracy falls more than {margin:g} points below "
-            f"the dense network's {pct(crit['baseline_accuracy'], 2)}."
+            "Critical sparsity: not reached.",
+            f"No level's accuracy falls more than {margin:g} points below "
+            f"the dense network's {pct(crit['baseline_accuracy'], 2)}.",
         )
     st = summary.get("later_stages_pruned_more")
     if st and st["levels_considered"]:
@@ -76,15 +79,21 @@ def finding_sentences(summary: dict[str, Any]) -> list[str]:
         ][-1]
         stages = ", ".join(f"{s} {pct(v)}" for s, v in last["stage_sparsity"].items())
         out.append(
-            f"<b>Later stages pruned more?</b> At {st['levels_later_stages_pruned_more']} of "
-            f"{st['levels_considered']} pruned levels, stage sparsity rises with stage depth "
-            f"(Spearman ρ between stage position and sparsity > 0; mean ρ = {num(st['mean_rho'])}); it rises "
-            f"strictly from each stage to the next at {st['levels_strictly_increasing']} of them. At level "
-            f"{last['level']} ({pct(last['network_sparsity'])} sparse): {stages}."
+            (
+                "Later stages pruned more?",
+                f"At {st['levels_later_stages_pruned_more']} of "
+                f"{st['levels_considered']} pruned levels, stage sparsity rises with stage depth "
+                f"(Spearman ρ between stage position and sparsity > 0; mean ρ = {num(st['mean_rho'])}); it rises "
+                f"strictly from each stage to the next at {st['levels_strictly_increasing']} of them. At level "
+                f"{last['level']} ({pct(last['network_sparsity'])} sparse): {stages}.",
+            )
         )
     elif st:
         out.append(
-            "<b>Later stages pruned more?</b> No pruned level before the critical sparsity to measure."
+            (
+                "Later stages pruned more?",
+                "No pruned level before the critical sparsity to measure.",
+            )
         )
     dn = summary.get("fully_pruned_neurons")
     if dn:
@@ -99,19 +108,25 @@ def finding_sentences(summary: dict[str, Any]) -> list[str]:
                 f"{first['neurons']}, in {', '.join(first['layers_with_fully_pruned'])})"
             )
         out.append(
-            f"<b>Fully pruned neurons:</b> {lead}. At the last level ({last['level']}, "
-            f"{pct(last['network_sparsity'])} sparse) {last['fully_pruned']} of {last['neurons']} neurons have no "
-            f"incoming weight left; the sparsest neuron keeps {pct(1 - (last['max_neuron_sparsity'] or 0))} of its "
-            "fan-in."
+            (
+                "Fully pruned neurons:",
+                f"{lead}. At the last level ({last['level']}, "
+                f"{pct(last['network_sparsity'])} sparse) {last['fully_pruned']} of {last['neurons']} neurons have no "
+                f"incoming weight left; the sparsest neuron keeps {pct(1 - (last['max_neuron_sparsity'] or 0))} of its "
+                "fan-in.",
+            )
         )
     zs = summary.get("zeroing_spread")
     if zs and zs["levels_considered"]:
         way = trend(zs["rho_sparsity_std"], "widens", "narrows", "shows no monotone trend")
         out.append(
-            f"<b>Spread of zeroing effects:</b> the standard deviation of the accuracy change from zeroing one "
-            f"neuron goes from {num(100 * zs['first_std'], 2)} points at level {zs['first_level']} to "
-            f"{num(100 * zs['last_std'], 2)} at level {zs['last_level']}; against network sparsity it {way} "
-            f"(Spearman ρ = {num(zs['rho_sparsity_std'])} over {zs['levels_considered']} levels)."
+            (
+                "Spread of zeroing effects:",
+                f"The standard deviation of the accuracy change from zeroing one "
+                f"neuron goes from {num(100 * zs['first_std'], 2)} points at level {zs['first_level']} to "
+                f"{num(100 * zs['last_std'], 2)} at level {zs['last_level']}; against network sparsity it {way} "
+                f"(Spearman ρ = {num(zs['rho_sparsity_std'])} over {zs['levels_considered']} levels).",
+            )
         )
     sims = summary.get("similarity_to_baseline") or {}
     for metric in ("cosine", "cka"):
@@ -121,11 +136,14 @@ def finding_sentences(summary: dict[str, Any]) -> list[str]:
         last = sm["last_considered"]
         stages = ", ".join(f"{s} {num(v, 3)}" for s, v in last["stage_mean"].items())
         out.append(
-            f"<b>Similarity to the baseline ({metric}):</b> later stages are less similar to the dense network "
-            f"than earlier ones at {sm['levels_later_stages_less_similar']} of {sm['levels_considered']} levels "
-            f"(mean ρ between stage position and similarity = {num(sm['mean_rho'])}). The mean over layers is "
-            f"lowest at level {sm['lowest_level']} ({num(sm['lowest_mean'], 3)}). At level {last['level']} "
-            f"({pct(last['network_sparsity'])} sparse) the stage means are: {stages}."
+            (
+                f"Similarity to the baseline ({metric}):",
+                f"Later stages are less similar to the dense network "
+                f"than earlier ones at {sm['levels_later_stages_less_similar']} of {sm['levels_considered']} levels "
+                f"(mean ρ between stage position and similarity = {num(sm['mean_rho'])}). The mean over layers is "
+                f"lowest at level {sm['lowest_level']} ({num(sm['lowest_mean'], 3)}). At level {last['level']} "
+                f"({pct(last['network_sparsity'])} sparse) the stage means are: {stages}.",
+            )
         )
     return [critical, *out]
 
@@ -165,7 +183,10 @@ def render_page(
 
     crit = summary["critical_sparsity"]
     title = f"prunescope: {cfg.model.name} on {cfg.data.name}"
-    findings = "\n".join(f"<li>{s}</li>" for s in finding_sentences(summary))
+    findings = "\n".join(
+        f"<li><b>{html.escape(title)}</b> {html.escape(text)}</li>"
+        for title, text in finding_sentences(summary)
+    )
     figs = "\n".join(
         f'<figure id="{html.escape(f.name)}"><img src="{html.escape(os.path.relpath(f.png, out))}" '
         f'alt="{html.escape(f.caption)}" width="{f.size[0]}" height="{f.size[1]}">'

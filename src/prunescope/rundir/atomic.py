@@ -135,8 +135,13 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Temporary files left by a killed writer are garbage by construction."""
-    if not folder.exists():
+    """Temporary files left by a killed writer are garbage by construction.
+
+    Symlinked folders are not followed: only the run directory's own files go.
+    """
+    if not folder.is_dir():
         return
-    for p in folder.rglob(TMP_PREFIX + "*"):
-        p.unlink(missing_ok=True)
+    for parent, _dirs, names in os.walk(folder, followlinks=False):
+        for name in names:
+            if name.startswith(TMP_PREFIX):
+                Path(parent, name).unlink(missing_ok=True)

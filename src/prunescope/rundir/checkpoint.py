@@ -25,6 +25,7 @@ from torch import nn
 
 from prunescope.errors import RunDirError
 from prunescope.rundir.layout import RunDir
+from prunescope.rundir.level_files import check_state
 
 log = logging.getLogger("prunescope")
 
@@ -109,12 +110,17 @@ def save_checkpoint(
     rd.save_manifest()
 
 
-def load_checkpoint(rd: RunDir, phase: str, level: int | None) -> Checkpoint | None:
-    """The checkpoint of this phase/level, or None when there is none (or it is unusable)."""
+def load_checkpoint(
+    rd: RunDir, phase: str, level: int | None, model: nn.Module
+) -> Checkpoint | None:
+    """The checkpoint of this phase/level, or None when there is none (or it is unusable:
+    damaged, or holding a state that does not fit ``model``)."""
     if not (rd.recorded(META) and rd.recorded(TENSORS)):
         return None
     try:
         meta = rd.read_json(META)
+        if not isinstance(meta, dict):
+            raise RunDirError(f"{rd.path(META)} is not a JSON object")
         if meta.get("phase") != phase or meta.get("level") != level:
             return None
         if meta.get("tensors_sha256") != rd.manifest["files"][TENSORS]["sha256"]:
@@ -124,22 +130,36 @@ def load_checkpoint(rd: RunDir, phase: str, level: int | None) -> Checkpoint | N
             )
             return None
         tensors = rd.read_tensors(TENSORS)
+        model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        check_state(TENSORS, model_state, model)
     except RunDirError as exc:
         log.warning("ignoring a damaged checkpoint: %s", exc)
         return None
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        return _checkpoint_from(phase, level, meta, tensors, model_state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("ignoring a malformed checkpoint (%s: %s)", type(exc).__name__, str(exc)[:200])
+        return None
+
+
+def _checkpoint_from(
+    phase: str, level: int | None, meta: dict, tensors: dict, model_state: dict
+) -> Checkpoint:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
-    rng.update(meta["rng"])
+    rng.update(dict(meta["rng"]))
+    rows = list(meta["rows"])
+    if not all(isinstance(r, dict) for r in rows) or not isinstance(meta["param_groups"], list):
+        raise TypeError("rows and param_groups must be lists of objects")
     return Checkpoint(
         phase,
         level,
         int(meta["next_epoch"]),
-        list(meta["rows"]),
+        rows,
         model_state,
         {"state": state, "param_groups": meta["param_groups"]},
         rng,

@@ -8,7 +8,7 @@ file is reported, never used.
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import errno
 import platform
 import subprocess
 from pathlib import Path
@@ -19,13 +19,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 
-from prunescope.errors import RunDirError
+from prunescope.errors import RunDirError, shorten
 from prunescope.rundir.atomic import (
     atomic_write_bytes,
     json_bytes,
     remove_stale_temporaries,
     safetensors_payload,
     sha256_bytes,
+)
+from prunescope.rundir.files import NotARegularFile, inside, read_regular
+from prunescope.rundir.manifest import (
+    MAX_MANIFEST_BYTES,
+    check_relative_path,
+    parse_json_bytes,
+    validate_manifest,
 )
 
 FORMAT = "prunescope-run"
@@ -45,6 +52,14 @@ def level_name(level: int) -> str:
 
 def level_file(level: int, name: str) -> str:
     return f"{LEVELS}/{level_name(level)}/{name}"
+
+
+def level_of_file(rel: str) -> int | None:
+    """The level a run file belongs to (``levels/NN/...``), else None."""
+    parts = rel.split("/")
+    if len(parts) > 2 and parts[0] == LEVELS and parts[1].isdigit():
+        return int(parts[1])
+    return None
 
 
 def now() -> str:
@@ -93,7 +108,13 @@ class RunDir:
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
+        """Where a run file is, as the user named the run directory (for messages)."""
         return self.root / rel
+
+    def safe_path(self, rel: str) -> Path:
+        """The file a run-relative path names; refused when it would lead outside the run."""
+        check_relative_path(rel)
+        return inside(self.root, rel)
 
     def exists(self) -> bool:
         return (self.root / MANIFEST).exists()
@@ -118,14 +139,17 @@ class RunDir:
         path = self.root / MANIFEST
         if not self.root.is_dir():
             raise RunDirError(f"{self.root} is not a run directory (no such folder)")
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise RunDirError(f"{self.root} is not a prunescope run directory (no {MANIFEST})")
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = read_regular(inside(self.root, MANIFEST), MAX_MANIFEST_BYTES)
+        except OSError as exc:
             raise RunDirError(
-                f"{path} is damaged ({exc}); the run directory cannot be trusted"
+                f"{path} cannot be read ({exc.strerror or exc}); the run directory cannot be trusted"
             ) from None
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise RunDirError(f"{path} is damaged (larger than any manifest prunescope writes)")
+        manifest = parse_json_bytes(data, str(path))
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise RunDirError(
                 f"{self.root} is not a prunescope run directory ({MANIFEST} of another tool)"
@@ -133,11 +157,11 @@ class RunDir:
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise RunDirError(
-                f"{self.root} was written by run format {version}; this prunescope reads format {FORMAT_VERSION}"
+                f"{self.root} was written by run format {shorten(version, 40)}; "
+                f"this prunescope reads format {FORMAT_VERSION}"
             )
-        for key in ("files", "levels", "sessions"):
-            if not isinstance(manifest.get(key), dict if key != "sessions" else list):
-                raise RunDirError(f"{path} is damaged: '{key}' is missing or malformed")
+        validate_manifest(manifest, str(path))
+        manifest.setdefault("pending", {})
         self.manifest = manifest
         return manifest
 
@@ -157,8 +181,9 @@ class RunDir:
         """
         record = {"sha256": sha256_bytes(data), "bytes": len(data)}
         self.manifest.setdefault("pending", {})[rel] = record
+        target = self.safe_path(rel)
         self.save_manifest()
-        atomic_write_bytes(self.root / rel, data)
+        atomic_write_bytes(target, data)
         self.manifest["files"][rel] = record
         del self.manifest["pending"][rel]
         self.save_manifest()
@@ -169,7 +194,7 @@ class RunDir:
         pending record is dropped (the rename never happened, the old record still holds)."""
         pending = self.manifest.get("pending") or {}
         for rel, record in pending.items():
-            data = self._bytes(rel)
+            data = self._bytes(rel, record["bytes"])
             if data is not None and self._matches(data, record):
                 self.manifest["files"][rel] = record
         if pending:
@@ -189,14 +214,14 @@ class RunDir:
         self.manifest["files"].pop(rel, None)
         self.manifest.get("pending", {}).pop(rel, None)
         self.save_manifest()
-        (self.root / rel).unlink(missing_ok=True)
+        self.safe_path(rel).unlink(missing_ok=True)
 
     def recorded(self, rel: str) -> bool:
         return rel in self.manifest.get("files", {})
 
-    def _bytes(self, rel: str) -> bytes | None:
+    def _bytes(self, rel: str, limit: int) -> bytes | None:
         try:
-            return (self.root / rel).read_bytes()
+            return read_regular(self.safe_path(rel), limit)
         except OSError:
             return None
 
@@ -210,16 +235,22 @@ class RunDir:
         pending = self.manifest.get("pending", {}).get(rel)
         if record is None and pending is None:
             return None, "not recorded in the manifest"
-        path = self.root / rel
+        limit = max(r["bytes"] for r in (record, pending) if r is not None)
         try:
-            data = path.read_bytes()
+            data = read_regular(self.safe_path(rel), limit)
         except FileNotFoundError:
             return None, "missing"
+        except NotARegularFile:
+            return None, "not a regular file"
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None, "a symbolic link loop"
             return None, f"unreadable ({exc.strerror})"
         if any(r is not None and self._matches(data, r) for r in (record, pending)):
             return data, None
         want = (record or pending).get("bytes")
+        if len(data) > limit:
+            return None, f"larger than the manifest says ({want} bytes)"
         if len(data) != want:
             return None, f"truncated or resized ({len(data)} bytes, manifest says {want})"
         return None, "content does not match its sha256 in the manifest"
@@ -241,8 +272,8 @@ class RunDir:
         return data
 
     def _advice(self, rel: str) -> str:
-        if rel.startswith(LEVELS + "/"):
-            level = int(rel.split("/")[1])
+        level = level_of_file(rel)
+        if level is not None:
             return f"redo it with 'prunescope run --run-dir {self.root} --redo-from {level}'"
         if rel.startswith(ANALYSIS + "/"):
             return f"recompute it with 'prunescope analyze {self.root} --force'"
@@ -250,11 +281,17 @@ class RunDir:
             return f"redo the run from its start with 'prunescope run --run-dir {self.root} --redo-from 0'"
         return "this run directory cannot be resumed; start a new one"
 
-    def read_json(self, rel: str) -> Any:
+    def read_text(self, rel: str) -> str:
         try:
-            return json.loads(self.read(rel).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{self.root / rel} is not valid JSON: {exc}") from None
+            return self.read(rel).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunDirError(
+                f"{self.root / rel} is not UTF-8 text (byte {exc.start}); the run directory "
+                f"cannot be trusted"
+            ) from None
+
+    def read_json(self, rel: str) -> Any:
+        return parse_json_bytes(self.read(rel), str(self.root / rel))
 
     def read_tensors(self, rel: str) -> dict[str, torch.Tensor]:
         try:

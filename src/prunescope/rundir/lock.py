@@ -7,8 +7,10 @@ the next run takes it over. The file holds the owner's pid for the message.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from prunescope.errors import RunDirError
@@ -25,9 +27,18 @@ class RunLock:
     def acquire(self) -> RunLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a symlink: a planted link would let the lock truncate its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise RunDirError(
+                    f"{self.path} is not a regular file (a symbolic link, folder or device); "
+                    f"a run directory's lock must be one: remove it"
+                ) from None
             raise environment_fault(self.path, exc) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(f"{self.path} is not a regular file; remove it to use this run")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

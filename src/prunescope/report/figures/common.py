@@ -28,6 +28,10 @@ plt.rcParams.update(
         "axes.spines.top": False,
         "axes.spines.right": False,
         "legend.frameon": False,
+        # Labels carry stage, layer and run names from run directories that may come from
+        # someone else: plain text, never math text ("$...$" would be parsed, and can crash).
+        "text.parse_math": False,
+        "text.usetex": False,
     }
 )
 

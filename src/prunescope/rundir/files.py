@@ -1,0 +1,67 @@
+"""Touching the files of a run directory without trusting it.
+
+A run directory may come from someone else. A path read from its manifest must
+stay inside it (symlinks included), and a read must never block on a FIFO or
+read a device such as ``/dev/zero`` until memory runs out: only regular files
+are read, and never more than their recorded size.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from prunescope.errors import RunDirError
+
+
+class NotARegularFile(OSError):
+    """A run file that is a device, FIFO, socket or folder."""
+
+
+def inside(root: Path, rel: str) -> Path:
+    """``root / rel`` after resolving every symlink; it must lie inside ``root``.
+
+    ``rel`` has been checked to be relative and free of ``..`` (the manifest schema
+    does that); this catches symlinks that lead out.
+    """
+    base = root.resolve()
+    target = (base / rel).resolve()
+    if target != base and base not in target.parents:
+        raise RunDirError(
+            f"{root / rel} leads outside the run directory (to {str(target)[:200]}); "
+            f"the run directory cannot be trusted"
+        )
+    return target
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a regular file (one more than allowed shows it grew).
+
+    Raises :class:`FileNotFoundError`, :class:`NotARegularFile` or another
+    :class:`OSError`.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def check_not_symlink(path: Path, what: str) -> None:
+    """Folders prunescope writes into (``report/``, say) must be real folders of the run."""
+    if path.is_symlink():
+        raise RunDirError(
+            f"{path} is a symbolic link; prunescope writes {what} only into a real folder of the "
+            f"run directory (remove the link)"
+        )
