@@ -38,3 +38,17 @@ def analysed_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("analysed") / "run"
     run(root, tiny_config(), analyze=True)
     return root
+
+
+@pytest.fixture
+def damaged_copy(analysed_run, tmp_path):
+    """A factory: a fresh copy of the analysed tiny run, to damage or attack."""
+    import shutil
+
+    def make() -> Path:
+        root = tmp_path / "copy"
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(analysed_run, root, symlinks=True)
+        return root
+
+    return make

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hostile_helpers import fake_cifar, write_batch
 from prunescope.data import DeviceLoader, prepare_data, stratified_subset
 from prunescope.data import cifar10 as cifar_mod
 from prunescope.data.loader import random_crop_flip
@@ -69,29 +70,11 @@ def test_cifar10_subsets(cifar10_root):
     assert torch.bincount(d.test_y).tolist() == [20] * 10
 
 
-def _write_batch(path, images, labels):
-    with open(path, "wb") as f:
-        pickle.dump(
-            {b"data": images.reshape(len(images), -1), b"labels": list(labels)}, f, protocol=2
-        )
-
-
-def _fake_cifar(folder, n=20):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [*cifar_mod.TRAIN_FILES, cifar_mod.TEST_FILE]:
-        _write_batch(
-            folder / name,
-            rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
-            rng.integers(0, 10, n),
-        )
-
-
 def test_cifar10_missing_and_corrupt(tmp_path):
     with pytest.raises(DataError, match="CIFAR-10 not found under"):
         cifar_mod.load_cifar10_arrays(tmp_path, download=False)
     folder = tmp_path / "cifar-10-batches-py"
-    _fake_cifar(folder)
+    fake_cifar(folder)
     ds = cifar_mod.load_cifar10_arrays(tmp_path, download=False)
     assert ds.train_x.shape == (100, 3, 32, 32)
     (folder / "data_batch_3").write_bytes(b"not a pickle at all")
@@ -108,7 +91,7 @@ def test_cifar10_batches_cannot_run_code(tmp_path):
             return (print, ("owned",))
 
     folder = tmp_path / "cifar-10-batches-py"
-    _fake_cifar(folder)
+    fake_cifar(folder)
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": Evil(), b"labels": [0]}, f)
     with pytest.raises(DataError, match=r"refusing to load builtins\.print"):
@@ -117,7 +100,7 @@ def test_cifar10_batches_cannot_run_code(tmp_path):
 
 def test_cifar10_download_is_verified(tmp_path, monkeypatch):
     src = tmp_path / "src"
-    _fake_cifar(src / "cifar-10-batches-py")
+    fake_cifar(src / "cifar-10-batches-py")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
@@ -284,3 +267,76 @@ def test_evaluation_keeps_order_and_every_image():
     assert torch.allclose(
         torch.cat([b[0] for b in batches]), (x.float() / 255 - 0.5) / 0.25, atol=1e-6
     )
+
+
+# --- hostile or mistaken data (issue #10) -------------------------------------------------
+
+
+def test_float_pixels_in_a_cifar10_batch_are_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    fake_cifar(folder)
+    floats = np.linspace(-100, 843, 20 * 3 * 32 * 32).reshape(20, 3, 32, 32)
+    write_batch(folder / "data_batch_2", floats, [0] * 20)
+    with pytest.raises(DataError, match=r"data_batch_2 holds float64 pixels \(-100.0 to 843.0\)"):
+        cifar_mod.load_cifar10_arrays(tmp_path, download=False)
+
+
+def test_subsets_too_small_or_too_large_are_refused(tmp_path):
+    fake_cifar(tmp_path / "cifar-10-batches-py")  # 100 train / 20 test images
+    with pytest.raises(
+        DataError, match=r"data.train_subset = 101 is larger than .* \(100 images\)"
+    ):
+        prepare_data("cifar10", str(tmp_path), train_subset=101)
+    with pytest.raises(
+        DataError, match=r"data.test_subset = 9 is smaller than the number of classes \(10\)"
+    ):
+        prepare_data("cifar10", str(tmp_path), test_subset=9)
+    assert len(prepare_data("cifar10", str(tmp_path), train_subset=100).train_y) == 100
+
+
+def test_an_absurdly_long_data_root_is_one_short_line(capsys):
+    from prunescope.cli import main
+
+    root = "x" * 10_000_000
+    assert main(["train", "--out", "/nonexistent/out", "--set", f"data.root={root}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunescope: error: cifar10: cannot read data.root") and len(err) < 600
+
+
+def test_a_read_only_tinyimagenet_folder_is_decoded_without_a_cache(tmp_path, monkeypatch):
+    import errno as errno_mod
+
+    import prunescope.data.tinyimagenet as tin
+
+    folder, _ = make_tiny_imagenet(tmp_path)
+    real_open = open
+
+    def read_only(path, mode="r", *a, **kw):
+        if "w" in mode and str(path).startswith(str(folder)):
+            raise OSError(errno_mod.EROFS, "Read-only file system")
+        return real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", read_only)
+    monkeypatch.setattr(
+        tin.Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(OSError(30, "ro"))
+    )
+    ds = load_tinyimagenet_arrays(tmp_path, download=False)
+    assert ds.train_x.shape == (12, 3, 64, 64) and not (folder / CACHE_NAME).exists()
+
+
+@pytest.mark.parametrize("damage", ["labels", "shape", "classes"])
+def test_a_tinyimagenet_cache_that_does_not_fit_is_rebuilt(tmp_path, damage):
+    folder, _ = make_tiny_imagenet(tmp_path)
+    good = load_tinyimagenet_arrays(tmp_path, download=False)
+    with np.load(folder / CACHE_NAME) as z:
+        arrays = dict(z)
+    if damage == "labels":
+        arrays["train_y"] = arrays["train_y"] + 7  # out of range for 3 classes
+    elif damage == "shape":
+        arrays["train_x"] = arrays["train_x"][:, :, :32, :32].copy()
+    else:
+        arrays["classes"] = np.asarray(["a", "b", "c"])
+    np.savez(folder / CACHE_NAME, **arrays)
+    again = load_tinyimagenet_arrays(tmp_path, download=False)
+    assert (again.train_x == good.train_x).all() and (again.train_y == good.train_y).all()
+    assert again.classes == good.classes

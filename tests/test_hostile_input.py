@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import pickle
-import shutil
 import string
 from pathlib import Path
 
@@ -13,32 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostile_helpers import one_error_line, resign
 from prunescope import load_level
 from prunescope.cli import main
 from prunescope.config import build_config
 from prunescope.config.load import known_keys
 from prunescope.errors import ConfigError, EnvironmentFault, RunDirError
-from prunescope.rundir.atomic import atomic_write_bytes, sha256_bytes
+from prunescope.rundir.atomic import atomic_write_bytes
 from prunescope.status import status_text
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.startswith("prunescope:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-@pytest.fixture
-def damaged_copy(analysed_run, tmp_path):
-    def make() -> Path:
-        root = tmp_path / "copy"
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.copytree(analysed_run, root)
-        return root
-
-    return make
 
 
 def flip(path: Path) -> None:
@@ -113,14 +94,6 @@ def test_damaged_manifest_or_config(damaged_copy, damage, capsys):
     assert "config.toml is damaged" in line or "config.toml no longer matches" in line
 
 
-def rewrite_recorded(root: Path, rel: str, data: bytes) -> None:
-    """Replace a file *and* its manifest record, as a foreign or tampered run would."""
-    (root / rel).write_bytes(data)
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["files"][rel] = {"sha256": sha256_bytes(data), "bytes": len(data)}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-
-
 class Marker:
     """Unpickling this would create a file: proof that code ran."""
 
@@ -134,7 +107,7 @@ class Marker:
 def test_a_pickle_in_place_of_safetensors_never_runs(damaged_copy, tmp_path):
     root = damaged_copy()
     marker = tmp_path / "owned"
-    rewrite_recorded(root, "levels/01/model.safetensors", pickle.dumps({"w": Marker(str(marker))}))
+    resign(root, "levels/01/model.safetensors", pickle.dumps({"w": Marker(str(marker))}))
     with pytest.raises(RunDirError, match="not a valid safetensors file"):
         load_level(root, 1)
     assert not marker.exists()
@@ -147,7 +120,7 @@ def test_foreign_shapes_and_keys_are_refused(damaged_copy, capsys):
     state = load_file(root / "levels/01/model.safetensors")
     state["conv1.weight"] = state["conv1.weight"][:, :, :2, :2].contiguous()
     state["extra.weight"] = state["fc.bias"].clone()
-    rewrite_recorded(root, "levels/01/model.safetensors", save(state))
+    resign(root, "levels/01/model.safetensors", save(state))
     with pytest.raises(
         RunDirError, match=r"does not fit this model .*unexpected \['extra.weight'\].*conv1.weight"
     ):
@@ -178,7 +151,7 @@ def test_run_directory_of_another_version_or_tool(damaged_copy, tmp_path, capsys
 def test_unwritable_paths_and_a_full_disk(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["run", "--run-dir", str(blocker / "run"), "--preset", "quickstart"]) == 1
+    assert main(["run", "--run-dir", str(blocker / "run"), "--preset", "quickstart"]) == 2
     assert "cannot create" in one_error_line(capsys)
     assert main(["run", "--run-dir", str(blocker), "--preset", "quickstart"]) == 2
     assert "exists and is not a folder" in one_error_line(capsys)

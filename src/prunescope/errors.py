@@ -35,6 +35,10 @@ class RunDirError(UserInputError):
     """A run directory that is damaged, foreign, locked or made with another config."""
 
 
+class UnwritablePath(UserInputError):
+    """A folder the user named (``--run-dir``, ``--out``) that cannot be written: exit code 2."""
+
+
 class EnvironmentFault(PrunescopeError):
     """The machine, not the input: a full disk, a path that cannot be written."""
 

@@ -44,13 +44,19 @@ def load_tables(rd: RunDir) -> dict[str, pd.DataFrame]:
     return {name: read_table(rd, name) for name in COLUMNS if has_table(rd, name)}
 
 
-def stage_order(rd: RunDir, cfg: Config) -> list[str]:
-    order = rd.manifest.get("layer_order", {}).get("stages")
-    if order:
-        return list(order)
-    from prunescope.api import model_for
+def stage_order(rd: RunDir, cfg: Config, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Stages in network order, then any other stage a table names (tables of a run from
+    someone else need not agree with its manifest; a figure must not fail on that)."""
+    order = (rd.manifest.get("layer_order") or {}).get("stages")
+    if not order:
+        from prunescope.api import model_for
 
-    return list(model_for(cfg).stages)
+        order = list(model_for(cfg).stages)
+    seen = list(dict.fromkeys(order))
+    for df in tables.values():
+        if "stage" in df:
+            seen += [s for s in dict.fromkeys(df["stage"]) if s not in seen]
+    return seen
 
 
 def run_label(path: Path, cfg: Config, others: list[Path]) -> str:
@@ -63,7 +69,7 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
     tables = load_tables(rd)
     if "accuracy" not in tables or tables["accuracy"].empty:
         raise RunDirError(f"{rd.root} has no completed level to report on")
-    order = stage_order(rd, cfg)
+    order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
     summary = F.all_findings(tables, order, list(cfg.imp.exclude or []), margin)
     runs = []

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from prunescope.errors import EnvironmentFault
+from prunescope.errors import EnvironmentFault, PrunescopeError, UnwritablePath
 
 TMP_PREFIX = ".tmp-"
 
@@ -100,15 +100,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> str:
     return sha256_bytes(data)
 
 
-def environment_fault(path: Path, exc: OSError) -> EnvironmentFault:
+def environment_fault(path: Path, exc: OSError) -> PrunescopeError:
+    """A failed write as one line: a full disk is the machine's fault (exit 1); a path the
+    user named that cannot be written is bad input (exit 2)."""
     if exc.errno == errno.ENOSPC:
         return EnvironmentFault(
             f"disk full while writing {path}; free space and run the same command again"
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return EnvironmentFault(f"cannot write {path}: {exc.strerror}")
+        return UnwritablePath(f"cannot write {path}: {exc.strerror}")
     if isinstance(exc, NotADirectoryError | FileExistsError):
-        return EnvironmentFault(f"cannot create {path}: a parent is not a folder")
+        return UnwritablePath(f"cannot create {path}: a parent is not a folder")
     return EnvironmentFault(f"cannot write {path}: {exc}")
 
 

@@ -161,6 +161,8 @@ class RunDir:
                 f"this prunescope reads format {FORMAT_VERSION}"
             )
         validate_manifest(manifest, str(path))
+        for rel in [*manifest["files"], *manifest.get("pending", {})]:
+            inside(self.root, rel)  # a symlink on the way must not lead out: refused before any use
         manifest.setdefault("pending", {})
         self.manifest = manifest
         return manifest

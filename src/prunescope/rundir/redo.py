@@ -27,4 +27,4 @@ def forget_levels_from(rd: RunDir, level: int) -> None:
     m["checkpoint"] = None
     rd.save_manifest()
     for rel in drop:
-        rd.path(rel).unlink(missing_ok=True)
+        rd.safe_path(rel).unlink(missing_ok=True)

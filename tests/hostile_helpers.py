@@ -1,0 +1,53 @@
+"""Building hostile and mistaken input for the tests: re-signed files, fake datasets."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from prunescope.data import cifar10 as cifar_mod
+from prunescope.rundir.atomic import sha256_bytes
+
+
+def one_error_line(capsys) -> str:
+    """The one ``prunescope:`` line a failed command printed (and no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.startswith("prunescope:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def resign(root: Path, rel: str, data: bytes) -> None:
+    """Replace a file *and* its manifest record, as anyone handing over a run directory can."""
+    (root / rel).write_bytes(data)
+    edit_manifest(root, lambda m: m["files"].__setitem__(rel, record_of(data)))
+
+
+def record_of(data: bytes) -> dict:
+    return {"sha256": sha256_bytes(data), "bytes": len(data)}
+
+
+def edit_manifest(root: Path, change) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def write_batch(path: Path, images: np.ndarray, labels) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(
+            {b"data": images.reshape(len(images), -1), b"labels": list(labels)}, f, protocol=2
+        )
+
+
+def fake_cifar(folder: Path, n: int = 20, label_shift: int = 0) -> None:
+    """A CIFAR-10 folder in the official layout with ``n`` random images per batch file."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [*cifar_mod.TRAIN_FILES, cifar_mod.TEST_FILE]:
+        labels = (np.arange(n) + label_shift) % 10
+        write_batch(folder / name, rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), labels)
