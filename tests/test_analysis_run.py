@@ -142,3 +142,28 @@ def test_analyze_refuses_to_change_training_settings(tmp_path, capsys):
     assert "analyze may change analysis.*, report.* and device only" in capsys.readouterr().err
     assert main(["analyze", str(root), "--only", "zeroing,bogus"]) == 2
     assert main(["analyze", str(root), "--levels", "5"]) == 2
+
+
+def test_zeroing_in_both_modes_beside_the_batchnorm_constants(analysed_run, tmp_path):
+    import shutil
+
+    from prunescope.analysis.bn_constant import bn_constants
+
+    root = tmp_path / "r"
+    shutil.copytree(analysed_run, root)
+    before = pd.read_csv(root / "analysis/zeroing.csv")
+    analyze(root, ["analysis.zeroing.mode=both"], ["zeroing"], None, False)
+    after = pd.read_csv(root / "analysis/zeroing.csv")
+    pd.testing.assert_frame_equal(before, after)  # zeroing.csv stays the paper's definition
+    out = pd.read_csv(root / "analysis/zeroing_output.csv")
+    assert len(out) == len(after) and (out["delta_accuracy"] != after["delta_accuracy"]).any()
+    bn = pd.read_csv(root / "analysis/bn_constants.csv")
+    model, _ = load_level(root, 2)
+    want = bn_constants(model, ["layer1.0.conv1"])["layer1.0.conv1"]
+    got = bn[(bn["level"] == 2) & (bn["layer"] == "layer1.0.conv1")]["constant"].to_numpy()
+    assert got == pytest.approx(want.double().numpy())
+    summary = json.loads((root / "report/summary.json").read_text())  # rebuilt by analyze
+    modes = summary["findings"]["zeroing_modes"]
+    same = (out["delta_accuracy"] - after["delta_accuracy"]).abs() < 1e-12
+    assert modes == {"neurons": len(out), "same_change": int(same.sum()), "rho": modes["rho"]}
+    assert "zeroing_output" in {f["name"] for f in summary["figures"]}

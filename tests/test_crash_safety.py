@@ -239,7 +239,7 @@ def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monk
     line = err.strip().splitlines()[-1]
     assert "Traceback" not in err
     assert line == (
-        "prunescope: error: level 2: non-finite training loss at epoch 2, step 1 (lr 0.0375); lower "
+        "prunescope: error: level 2: non-finite training loss at epoch 1 of 2, step 1 (lr 0.0375); lower "
         "train.lr or check the data; completed levels are intact, change the config and resume "
         "with --redo-from 2"
     )

@@ -103,7 +103,9 @@ def test_dead_neuron_finding():
     )
     f = dead_neuron_finding(dead, neurons, exclude=["fc"])
     assert [p["fully_pruned"] for p in f["per_level"]] == [0, 2]
-    assert f["total_fully_pruned"] == 2 and f["first_level_with_fully_pruned"] == 2
+    # counted at each level, never summed over levels: 2 at level 2, the same 2 neurons in all
+    assert f["last_level_fully_pruned"] == 2 and f["first_level_with_fully_pruned"] == 2
+    assert f["distinct_fully_pruned"] == 2 and f["levels_with_fully_pruned"] == 1
     assert f["per_level"][0]["max_neuron_sparsity"] == 0.5
     assert f["per_level"][1]["layers_with_fully_pruned"] == ["x"]
 
@@ -133,6 +135,10 @@ def test_zeroing_spread_finding():
     assert f["rho_sparsity_std"] == pytest.approx(1.0)
     assert f["first_std"] == pytest.approx(0.01) and f["last_std"] == pytest.approx(0.04)
     assert f["per_level"][2]["min"] == pytest.approx(-0.06)
+    # two values a, b: quartiles interpolate linearly, IQR = |a-b|/2, 5-95% range = 0.9|a-b|
+    assert [p["iqr"] for p in f["per_level"]] == pytest.approx([0.01, 0.02, 0.04])
+    assert [p["tails"] for p in f["per_level"]] == pytest.approx([0.018, 0.036, 0.072])
+    assert f["spreads"]["iqr"] == pytest.approx({"first": 0.01, "last": 0.04, "rho": 1.0})
 
 
 def similarity_table():
@@ -167,6 +173,7 @@ def test_similarity_finding():
     assert by_level[1]["stage_mean"] == pytest.approx({"stem": 0.95, "stage1": 0.75, "stage2": 0.5})
     assert by_level[1]["rho_stage_similarity"] == pytest.approx(-1.0)
     assert f["levels_later_stages_less_similar"] == 2
+    assert f["levels_strictly_decreasing"] == 2  # 0.95 > 0.75 > 0.5 and 0.95 > 0.65 > 0.5
     assert f["lowest_level"] == 2 and f["lowest_mean"] == pytest.approx(
         (0.95 + 0.7 + 0.6 + 0.5) / 4
     )
@@ -184,3 +191,87 @@ def test_all_findings_is_json_ready():
     assert f["critical_sparsity"]["level"] == 2
     assert f["later_stages_pruned_more"]["levels_considered"] == 1
     json.dumps(f, allow_nan=False)
+
+
+def test_the_wording_says_which_spread_narrows():
+    """A std that narrows while the IQR holds is a narrowing of the tails, and says so."""
+    from prunescope.report.sentences import zeroing_spread_finding as words
+
+    rows = []
+    # every level: 8 neurons at -0.01 .. +0.01 (the IQR stays), two tails that shrink
+    for level, tail in ((0, 0.20), (1, 0.15), (2, 0.10), (3, 0.05)):
+        deltas = [-tail, -0.01, -0.005, 0.0, 0.0, 0.0, 0.0, 0.005, 0.01, tail]
+        for i, d in enumerate(deltas):
+            rows.append((level, 0.2 * level, "s", "l", i, 0.9, 0.9 + d, d, 0.3, 0.3))
+    z = pd.DataFrame(rows, columns=ZEROING_COLUMNS)
+    f = zeroing_spread_finding(z)
+    assert f["spreads"]["std"]["rho"] == pytest.approx(-1.0)
+    assert f["spreads"]["iqr"]["rho"] is None  # the IQR is the same at every level
+    _, text = words(f)
+    assert "the standard deviation goes from" in text and "narrows with sparsity" in text
+    # quartiles at positions 2.25 and 6.75 of the 10 sorted values: -0.375 and +0.375 points
+    assert (
+        "the interquartile range goes from 0.75 to 0.75 points and shows no monotone trend" in text
+    )
+    assert "What narrows is the standard deviation and the 5th-95th percentile range" in text
+
+
+ZEROING_COLUMNS = [
+    "level",
+    "network_sparsity",
+    "stage",
+    "layer",
+    "neuron",
+    "base_accuracy",
+    "accuracy",
+    "delta_accuracy",
+    "base_loss",
+    "loss",
+]
+
+
+def test_bn_constant_and_zeroing_modes_by_hand():
+    from prunescope.report.findings import bn_constant_finding, zeroing_modes_finding
+
+    bn = pd.DataFrame(
+        {
+            "level": [1, 2, 2, 2, 2],
+            "network_sparsity": [0.2, 0.36, 0.36, 0.36, 0.36],
+            "stage": ["stem", "stem", "stem", "stage1", "stage1"],
+            "layer": ["a", "a", "a", "b", "b"],
+            "neuron": [0, 0, 1, 0, 1],
+            "constant": [9.0, -0.4, 0.6, 0.05, -0.2],
+        }
+    )
+    f = bn_constant_finding(bn, STAGES)  # the last level only
+    assert f["level"] == 2 and f["neurons"] == 4
+    assert f["stage_median_abs"] == pytest.approx({"stem": 0.5, "stage1": 0.125})
+    assert f["median_abs"] == pytest.approx(0.3) and f["share_above_0_1"] == pytest.approx(0.75)
+    keys = {"level": [1, 1, 1], "layer": ["a", "a", "b"], "neuron": [0, 1, 0]}
+    w = pd.DataFrame({**keys, "delta_accuracy": [-0.1, 0.0, -0.3]})
+    o = pd.DataFrame({**keys, "delta_accuracy": [-0.1, -0.2, -0.25]})
+    m = zeroing_modes_finding(w, o)
+    assert m["neurons"] == 3 and m["same_change"] == 1
+
+
+def test_sentences_say_which_levels_they_measure():
+    from prunescope.report.sentences import critical_finding
+    from prunescope.report.sentences import zeroing_spread_finding as words
+
+    crit = {
+        "level": 3,
+        "network_sparsity": 0.488,
+        "test_accuracy": 0.7,
+        "baseline_accuracy": 0.9,
+        "drop": 0.2,
+        "margin": 0.02,
+    }
+    _, text = critical_finding(crit, [1, 2, 3, 4])
+    assert "measured on the levels before it (levels 1-2 of the pruned levels" in text
+    rows = []
+    for level, deltas in ((0, [0.0, -0.02]), (1, [0.01, -0.03]), (2, [0.02, -0.06]), (3, [0, 0])):
+        for i, d in enumerate(deltas):
+            rows.append((level, 0.3 * level, "s", "l", i, 0.9, 0.9 + d, d, 0.3, 0.3))
+    f = zeroing_spread_finding(pd.DataFrame(rows, columns=ZEROING_COLUMNS), critical_level=3)
+    _, text = words(f)
+    assert text.startswith("Over levels 0-2 (3 levels)")  # not the last level, 3

@@ -18,10 +18,14 @@ FIGURES = [
     "weight_distributions",
     "stage_sparsity",
     "neuron_sparsity",
+    "fully_pruned_neurons",
     "zeroing",
     "similarity_cosine",
+    "similarity_cosine_stages",
     "similarity_cosine_per_neuron",
+    "similarity_cosine_per_neuron_stages",
     "similarity_cka",
+    "similarity_cka_stages",
 ]
 
 
@@ -46,13 +50,34 @@ def test_every_figure_renders_without_warnings(analysed_run, tmp_path):
             # not blank: a real plot has many distinct colours
             assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 20, name
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000, name
-    assert sizes["accuracy"] == (1200, 675)  # 8 x 4.5 in at 150 dpi
-    assert sizes["stage_sparsity"] == (900, 675)
-    assert sizes["weight_distributions"] == (1800, 540)
-    # levels 0-3 are 0/20/36/48.8% sparse: nearest to 20/59/79/89% are levels 1 and 3;
-    # 2.2 in per level plus 1 in
-    assert sizes["neuron_sparsity"] == (1800, round(150 * (2.2 * 2 + 1.0)))
-    assert all(w == 1800 for n, (w, _) in sizes.items() if n.startswith("similarity"))
+    # sized for a paper: at most a two-column page's 7.2 in (1440 px at 200 dpi) wide
+    assert sizes["accuracy"] == (1440, 760)
+    assert all(w <= 1440 for w, _ in sizes.values()), sizes
+
+
+def test_every_text_in_every_figure_is_at_least_7pt(analysed_run, tmp_path):
+    from prunescope.report.figures.common import MIN_TEXT_PT
+
+    files = _draw_all(analysed_run, tmp_path / "sizes")
+    assert {f.name for f in files} == set(FIGURES)
+    small = {f.name: f.min_text_pt for f in files if f.min_text_pt < MIN_TEXT_PT}
+    assert not small, small
+
+
+def _draw_all(run_dir, out):
+    from prunescope.report import build
+    from prunescope.rundir.session import open_run_dir
+
+    rd, cfg = open_run_dir(run_dir)
+    tables = build.load_tables(rd)
+    from prunescope.report import findings as F
+    from prunescope.report.figures.common import FigureInputs
+
+    order = build.stage_order(rd, cfg, tables)
+    summary = F.all_findings(tables, order, list(cfg.imp.exclude), 0.02)
+    runs = build.run_series([run_dir], rd, cfg, 0.02)
+    inputs = FigureInputs(tables, order, list(cfg.imp.exclude), summary["critical_sparsity"], runs)
+    return build.draw_figures(inputs, out)
 
 
 def test_page_and_summary(analysed_run):
@@ -76,10 +101,11 @@ def test_page_and_summary(analysed_run):
         assert key in f
     dead = pd.read_csv(analysed_run / "analysis/dead_neurons.csv")
     dead = dead[dead["layer"] != "fc"]
-    assert f["fully_pruned_neurons"]["total_fully_pruned"] == int(dead["fully_pruned"].sum())
+    last = dead[dead["level"] == dead["level"].max()]
+    assert f["fully_pruned_neurons"]["last_level_fully_pruned"] == int(last["fully_pruned"].sum())
     # the findings section states the measured numbers
     z = f["zeroing_spread"]
-    assert f"{100 * z['first_std']:.2f} points at level {z['first_level']}" in html
+    assert f"standard deviation goes from {100 * z['first_std']:.2f} to" in html
     assert "Critical sparsity" in html
     assert {fig["name"] for fig in summary["figures"]} == set(FIGURES)
     # report files are recorded in the manifest like every other run file

@@ -209,3 +209,30 @@ def test_unusual_graphs_still_equal_the_naive_loop(cls):
         assert torch.allclose(
             fast.loss_sum[layer], naive.loss_sum[layer], atol=40 * 1e-5, rtol=0
         ), layer
+
+
+# --- the BatchNorm constant a zeroed neuron still emits ---------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet8", "vgg16", "regnetx_200mf"])
+def test_bn_constant_equals_a_forward_pass_with_zeroed_weights(name):
+    from prunescope import build_model
+    from prunescope.analysis.bn_constant import bn_constants, bn_constants_naive
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, in_channels=3, image_size=32).eval()
+    for m in model.modules():  # trained-looking statistics, not the initial 0/1
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    every = [lay for lays in model.stages.values() for lay in lays]
+    layers = [every[0], every[-2]]  # the first layer and the last one a BatchNorm follows
+    fast = bn_constants(model, layers)
+    x = torch.randn(2, 3, 32, 32)
+    for layer in layers:
+        emitted = bn_constants_naive(model, layer, x)  # [channels, pixels]
+        # the same value at every pixel of every image
+        assert torch.allclose(emitted, emitted[:, :1].expand_as(emitted), atol=1e-6)
+        assert torch.allclose(fast[layer], emitted[:, 0], atol=1e-5), layer

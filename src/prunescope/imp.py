@@ -12,12 +12,10 @@ it, so a run resumes after the last completed level with identical results.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from prunescope.config import Config
 from prunescope.data import PreparedData, prepare_from_config
@@ -38,9 +36,11 @@ from prunescope.rundir.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from prunescope.rundir.layout import REWIND, RunDir, level_file, level_name, now
+from prunescope.rundir.layout import REWIND, RunDir, level_file, now
 from prunescope.rundir.level_files import read_level_tensors, read_state
+from prunescope.training.progress import PhaseProgress
 from prunescope.training.trainer import EpochResult, Trainer
+from prunescope.wording import format_seconds, plural
 
 log = logging.getLogger("prunescope")
 
@@ -93,7 +93,7 @@ class IMP:
             return read_state(self.rd, REWIND, self.model)
         r = self.schedule.rewind_epoch
         if r > 0:
-            log.info("pretraining %d epoch(s) to the rewind point", r)
+            log.info("pretraining %s to the rewind point", plural(r, "epoch"))
             try:
                 self.train_phase("pretrain", None, self.init_state, None, 0, r)
             except NonFiniteLossError as exc:
@@ -134,7 +134,12 @@ class IMP:
                 optimizer.load_state_dict(ck.optimizer_state)
                 restore_rng(ck.rng)
                 rows, begin = ck.rows, ck.next_epoch
-                log.info("%s: resuming from the checkpoint after epoch %d", name, begin)
+                log.info(
+                    "%s: resuming from the checkpoint after epoch %d of %d",
+                    name,
+                    begin - first_epoch,
+                    end_epoch - first_epoch,
+                )
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                 log.warning(
                     "%s: ignoring a checkpoint that does not restore (%s)", name, str(exc)[:200]
@@ -144,50 +149,33 @@ class IMP:
                     apply_masks(model, masks)
                 optimizer = self.trainer.new_optimizer()
         masker = Masker(model, masks) if masks is not None else None
-        every = self.cfg.train.checkpoint_every
-        last_save = time.monotonic()
-        chatty = (
-            not sys.stderr.isatty()
-        )  # no progress bars in a log file: one line per epoch instead
-        bar = tqdm(
-            total=end_epoch - first_epoch,
-            initial=begin - first_epoch,
-            desc=name,
-            unit="epoch",
-            leave=False,
-            disable=None,
+        progress = PhaseProgress(
+            name,
+            first_epoch,
+            end_epoch,
+            begin,
+            checkpoint_every=self.cfg.train.checkpoint_every,
+            save=lambda next_epoch: save_checkpoint(
+                rd, phase, level, next_epoch, model, optimizer, rows
+            ),
         )
 
         def on_epoch(r: EpochResult) -> None:
-            nonlocal last_save
             rows.append(r.row())
-            bar.update(1)
-            bar.set_postfix(loss=f"{r.train_loss:.3f}", acc=f"{r.train_accuracy:.3f}")
-            if chatty:
-                log.info(
-                    "%s  epoch %d/%d  lr %.4g  loss %.4f  train acc %.4f  (%.1fs)",
-                    name,
-                    r.epoch + 1,
-                    end_epoch,
-                    r.lr,
-                    r.train_loss,
-                    r.train_accuracy,
-                    r.seconds,
-                )
-            done = r.epoch + 1 - first_epoch
-            due = (every > 0 and done % every == 0) or (
-                every == 0 and time.monotonic() - last_save >= 300
-            )
-            if due and r.epoch + 1 < end_epoch:
-                save_checkpoint(rd, phase, level, r.epoch + 1, model, optimizer, rows)
-                last_save = time.monotonic()
+            progress(r)
 
         try:
             self.trainer.fit(
-                begin, end_epoch, optimizer, masker, on_epoch=on_epoch, desc=f"{name} "
+                begin,
+                end_epoch,
+                optimizer,
+                masker,
+                on_epoch=on_epoch,
+                desc=f"{name}: ",
+                first_epoch=first_epoch,
             )
         finally:
-            bar.close()
+            progress.close()
         return rows
 
     # -- masks -----------------------------------------------------------------------------
@@ -287,22 +275,34 @@ class IMP:
             self.save_level(level, masks, result)
             m = result["metrics"]
             log.info(
-                "level %s/%d  sparsity %6.2f%%  test acc %.4f  test loss %.4f  (%s)",
-                level_name(level),
+                "level %d of %d: sparsity %6.2f%%  test acc %.4f  test loss %.4f  (%s)",
+                level,
                 cfg.imp.levels,
                 100 * m["network_sparsity"],
                 m["test_accuracy"],
                 m["test_loss"],
                 format_seconds(result["seconds"]),
             )
+            if (eta := self.time_left()) is not None:
+                log.info(eta)
             if on_level is not None:
                 on_level(level)
 
-
-def format_seconds(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    def time_left(self) -> str | None:
+        """How long the levels still to train should take, from the ones already trained
+        (every level trains the same epochs on the same data, so they take about as long)."""
+        levels = range(self.cfg.imp.levels + 1)
+        left = [lv for lv in levels if not self.rd.level_complete(lv)]
+        seconds = [
+            float(self.rd.level_record(lv).get("seconds", 0.0))
+            for lv in levels
+            if self.rd.level_complete(lv)
+        ]
+        if not left or not seconds:
+            return None
+        total = len(left) * sum(seconds) / len(seconds)
+        finish = time.strftime("%H:%M", time.localtime(time.time() + total))
+        return (
+            f"estimate: {format_seconds(total)} more training for {plural(len(left), 'level')} "
+            f"(done around {finish}), then the analyses"
+        )

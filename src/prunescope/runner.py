@@ -84,6 +84,7 @@ def analyze(
     """``prunescope analyze``: the stored config, with analysis/report settings changeable by --set."""
     from prunescope.analysis.runner import analyze_run
     from prunescope.config.load import parse_override
+    from prunescope.report.build import rebuild_stale_report
 
     for item in overrides:
         key = parse_override(item)[0]
@@ -95,3 +96,4 @@ def analyze(
     with WriteSession(run_dir, request, create=False) as session:
         device = resolve_device(session.cfg.device)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
+        rebuild_stale_report(session.rd, session.cfg)

@@ -22,11 +22,11 @@ from prunescope.analysis.similarity import similarity_table
 from prunescope.analysis.sparsity import sparsity_tables
 from prunescope.analysis.tables import has_table, read_table, table_path, write_table
 from prunescope.analysis.weights import weight_hist_table
-from prunescope.analysis.zeroing import zeroing_table
+from prunescope.analysis.zeroing import zeroing_tables
 from prunescope.config import Config
 from prunescope.errors import UserInputError
-from prunescope.imp import format_seconds
 from prunescope.rundir.layout import RunDir
+from prunescope.wording import format_seconds, plural
 
 log = logging.getLogger("prunescope")
 
@@ -50,8 +50,8 @@ ANALYSES: dict[str, Analysis] = {
         lambda cfg: cfg.analysis.weights.model_dump(),
     ),
     "zeroing": Analysis(
-        ("zeroing",),
-        lambda ctx, lv: {"zeroing": zeroing_table(ctx, lv)},
+        ("zeroing", "zeroing_output", "bn_constants"),
+        zeroing_tables,
         lambda cfg: {
             "test_subset": cfg.analysis.zeroing.test_subset,
             "mode": cfg.analysis.zeroing.mode,
@@ -130,7 +130,7 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
     levels = levels_for(name, ctx, requested)
     todo = [lv for lv in levels if force or lv not in done]
     if not todo:
-        log.info("%s: up to date (%d levels)", name, len(done))
+        log.info("%s: up to date (%s)", name, plural(len(done), "level"))
         return
     start = time.perf_counter()
     for level in todo:
@@ -148,17 +148,18 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         done.add(level)
         records[name] = {"settings": settings, "levels": sorted(done)}
         rd.save_manifest()
-        if len(todo) > 1 and time.perf_counter() - level_start > 5:
-            log.info(
-                "%s: level %d done (%s)",
-                name,
-                level,
-                format_seconds(time.perf_counter() - level_start),
-            )
+        log.info(
+            "%s: level %d done (%s; %d of %d)",
+            name,
+            level,
+            format_seconds(time.perf_counter() - level_start),
+            todo.index(level) + 1,
+            len(todo),
+        )
     log.info(
-        "%s: %d level(s) analysed in %s",
+        "%s: %s analysed in %s",
         name,
-        len(todo),
+        plural(len(todo), "level"),
         format_seconds(time.perf_counter() - start),
     )
 

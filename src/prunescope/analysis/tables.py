@@ -45,6 +45,19 @@ COLUMNS: dict[str, list[str]] = {
         "base_loss",
         "loss",
     ],
+    "zeroing_output": [
+        "level",
+        "network_sparsity",
+        "stage",
+        "layer",
+        "neuron",
+        "base_accuracy",
+        "accuracy",
+        "delta_accuracy",
+        "base_loss",
+        "loss",
+    ],
+    "bn_constants": ["level", "network_sparsity", "stage", "layer", "neuron", "constant"],
     "similarity": [
         "level",
         "network_sparsity",
@@ -73,6 +86,10 @@ INTEGER_COLUMNS = {
     "fully_pruned",
     "count",
 }
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    return pd.DataFrame(columns=COLUMNS[name])
 
 
 def table_path(name: str) -> str:

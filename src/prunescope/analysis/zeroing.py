@@ -13,11 +13,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
+from prunescope.analysis.bn_constant import bn_constants
+from prunescope.analysis.tables import empty_table
 
 log = logging.getLogger("prunescope")
 
@@ -220,49 +224,76 @@ def zeroing_fast(
     return result
 
 
-def zeroing_table(ctx, levels: list[int]):  # ctx: AnalysisContext
-    """Rows of ``analysis/zeroing.csv`` for ``levels``."""
-    import pandas as pd
-    from tqdm import tqdm
+def zeroing_rows(ctx, level: int, mode: str, batches: list) -> pd.DataFrame:
+    """Rows of one zeroing table (``zeroing`` or ``zeroing_output``) for one level."""
+    model, _ = ctx.level(level)
+    z = ctx.cfg.analysis.zeroing
+    # one step = every neuron of one layer ablated on one batch of test images
+    with tqdm(
+        total=len(batches) * len(ctx.prunable_layers),
+        desc=f"zeroing level {level}, {mode} (layer x batch)",
+        unit="step",
+        leave=False,
+        disable=None,
+    ) as bar:
+        res = zeroing_fast(
+            model, ctx.prunable_layers, batches, mode, z.max_ablations, progress=bar.update
+        )
+    base_acc = res.base_correct / res.images
+    base_loss = res.base_loss_sum / res.images
+    parts = []
+    for layer in ctx.prunable_layers:
+        acc = res.correct[layer].double().numpy() / res.images
+        parts.append(
+            pd.DataFrame(
+                {
+                    "level": level,
+                    "network_sparsity": ctx.network_sparsity(level),
+                    "stage": ctx.stage_of[layer],
+                    "layer": layer,
+                    "neuron": range(len(acc)),
+                    "base_accuracy": base_acc,
+                    "accuracy": acc,
+                    "delta_accuracy": acc - base_acc,
+                    "base_loss": base_loss,
+                    "loss": res.loss_sum[layer].numpy() / res.images,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
-    from prunescope.analysis.tables import COLUMNS
 
+def bn_constant_rows(ctx, level: int) -> pd.DataFrame:
+    model, _ = ctx.level(level)
+    parts = [
+        pd.DataFrame(
+            {
+                "level": level,
+                "network_sparsity": ctx.network_sparsity(level),
+                "stage": ctx.stage_of[layer],
+                "layer": layer,
+                "neuron": range(len(c)),
+                "constant": c.double().numpy(),
+            }
+        )
+        for layer, c in bn_constants(model, ctx.prunable_layers).items()
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else empty_table("bn_constants")
+
+
+def zeroing_tables(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:  # ctx: AnalysisContext
+    """``zeroing.csv`` (the paper's definition), ``zeroing_output.csv`` (after BatchNorm) as
+    ``analysis.zeroing.mode`` asks, and ``bn_constants.csv`` (what a zeroed neuron emits)."""
     z = ctx.cfg.analysis.zeroing
     batches = ctx.batches(z.test_subset, z.batch_size)
-    parts = []
+    modes = {"weights": ["weights"], "output": ["output"], "both": ["weights", "output"]}[z.mode]
+    out = {"zeroing": [], "zeroing_output": [], "bn_constants": []}
     for level in levels:
-        model, _ = ctx.level(level)
-        with tqdm(
-            total=len(batches) * len(ctx.prunable_layers),
-            desc=f"zeroing level {level}",
-            unit="layer",
-            leave=False,
-            disable=None,
-        ) as bar:
-            res = zeroing_fast(
-                model, ctx.prunable_layers, batches, z.mode, z.max_ablations, progress=bar.update
-            )
-        ns = ctx.network_sparsity(level)
-        base_acc = res.base_correct / res.images
-        base_loss = res.base_loss_sum / res.images
-        for layer in ctx.prunable_layers:
-            acc = res.correct[layer].double().numpy() / res.images
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "level": level,
-                        "network_sparsity": ns,
-                        "stage": ctx.stage_of[layer],
-                        "layer": layer,
-                        "neuron": range(len(acc)),
-                        "base_accuracy": base_acc,
-                        "accuracy": acc,
-                        "delta_accuracy": acc - base_acc,
-                        "base_loss": base_loss,
-                        "loss": res.loss_sum[layer].numpy() / res.images,
-                    }
-                )
-            )
-    if not parts:
-        return pd.DataFrame(columns=COLUMNS["zeroing"])
-    return pd.concat(parts, ignore_index=True)
+        for mode in modes:
+            table = "zeroing" if mode == "weights" else "zeroing_output"
+            out[table].append(zeroing_rows(ctx, level, mode, batches))
+        out["bn_constants"].append(bn_constant_rows(ctx, level))
+    return {
+        name: pd.concat(parts, ignore_index=True) if parts else empty_table(name)
+        for name, parts in out.items()
+    }

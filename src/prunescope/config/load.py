@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -116,19 +117,65 @@ def _format_value(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Names people write for a key that prunescope spells otherwise (other tools' names).
+SYNONYMS = {
+    "learning_rate": "lr",
+    "lr_rate": "lr",
+    "wd": "weight_decay",
+    "bs": "batch_size",
+    "pruning_rate": "rate",
+    "prune_rate": "rate",
+    "sparsity_rate": "rate",
+    "iterations": "levels",
+    "rounds": "levels",
+    "arch": "name",
+    "architecture": "name",
+    "dataset": "name",
+    "data_dir": "root",
+    "path": "root",
+    "rewind_epoch": "pretrain_epochs",
+    "warmup": "warmup_epochs",
+}
+
+
+def closest_key(loc: str, keys: list[str]) -> str | None:
+    """The key meant: a synonym in the same section, else the closest name in that section,
+    else the closest full key."""
+    section, _, last = loc.rpartition(".")
+    siblings = [k for k in keys if k.rpartition(".")[0] == section]
+    names = {k.rpartition(".")[2]: k for k in siblings}
+    if SYNONYMS.get(last) in names:
+        return names[SYNONYMS[last]]
+    close = difflib.get_close_matches(last, list(names), n=1, cutoff=0.5)
+    if close:
+        return names[close[0]]
+    close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _list_hint(loc: str, value: Any) -> str:
+    """A bare string where a list is wanted: show the TOML list (imp.exclude=fc -> ["fc"])."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else []
+    if not items:
+        return ""
+    return f" (write --set '{loc}={json.dumps(items)}')"
+
+
 def format_validation_error(exc: ValidationError) -> list[str]:
     keys = known_keys()
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = closest_key(loc, keys)
+            hint = f" (did you mean {close!r}?)" if close else ""
             lines.append(f"unknown config key {loc!r}{hint}")
             continue
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        if err["type"] == "list_type":
+            msg += _list_hint(loc, err.get("input"))
         where = f"{loc} = {_format_value(err.get('input'))}: " if loc else ""
         lines.append(f"{where}{msg}")
     return lines

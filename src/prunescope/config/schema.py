@@ -103,7 +103,10 @@ class ImpSection(Section):
 class ZeroingSection(Section):
     levels: list[int] | Literal["all"] = "all"
     test_subset: int | None = Field(None, gt=0)
-    mode: Literal["weights", "output"] = "weights"
+    # "weights" is the paper's Alg. 2 (incoming weights and bias to 0: zeroing.csv); after
+    # a BatchNorm that still leaves the constant beta - gamma*mu/sqrt(var+eps), so "output"
+    # zeroes the neuron after its BatchNorm instead (zeroing_output.csv); "both" does both.
+    mode: Literal["weights", "output", "both"] = "weights"
     # Measured on 2 CPU cores (ResNet20, 256 images): 32 → 28.5 s, 64 → 25.8 s, 128 → 38.8 s,
     # 256 → 49.6 s; bigger passes fall out of cache. A GPU takes more neurons per pass instead.
     batch_size: int = Field(64, gt=0, description="test images per pass")

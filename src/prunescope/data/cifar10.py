@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from prunescope.data.download import download_archive, extract_archive
-from prunescope.data.registry import ArrayDataset, DatasetSpec, register_dataset
+from prunescope.data.registry import ArrayDataset, DatasetSpec, nested_hint, register_dataset
 from prunescope.errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -86,6 +86,7 @@ def load_cifar10_arrays(root: Path, download: bool) -> ArrayDataset:
             raise DataError(
                 f"CIFAR-10 not found under {root} (expected {root / FOLDER}/data_batch_1..5 and "
                 f"test_batch); set data.root to its folder or data.download = true"
+                f"{nested_hint(root, FOLDER)}"
             )
         archive = download_archive(URL, root / "cifar-10-python.tar.gz", ARCHIVE_MD5)
         extract_archive(archive, root)

@@ -67,3 +67,15 @@ def dataset_spec(name: str) -> DatasetSpec:
         raise UserInputError(
             f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}"
         ) from None
+
+
+def nested_hint(root: Path, folder: str, depth: int = 2) -> str:
+    """When ``data.root`` is a level or two too high: where the dataset's folder is inside it."""
+    try:
+        for d in range(1, depth + 1):
+            found = sorted(root.glob("/".join(["*"] * d) + f"/{folder}"))
+            if found:
+                return f"; found {found[0]}: set data.root={found[0].parent}"
+    except OSError:
+        pass
+    return ""

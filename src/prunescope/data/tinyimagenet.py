@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prunescope.data.download import download_archive, extract_archive
-from prunescope.data.registry import ArrayDataset, DatasetSpec, register_dataset
+from prunescope.data.registry import ArrayDataset, DatasetSpec, nested_hint, register_dataset
 from prunescope.errors import DataError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -138,7 +138,7 @@ def load_tinyimagenet_arrays(root: Path, download: bool) -> ArrayDataset:
         if not download:
             raise DataError(
                 f"Tiny ImageNet not found under {root} (expected {root / FOLDER}/wnids.txt, train/, val/); "
-                f"set data.root to its folder or data.download = true"
+                f"set data.root to its folder or data.download = true{nested_hint(root, FOLDER)}"
             )
         archive = download_archive(URL, root / "tiny-imagenet-200.zip", ARCHIVE_MD5)
         extract_archive(archive, root)

@@ -20,8 +20,9 @@ from prunescope.report.figures import (
     weights,
     zeroing,
 )
-from prunescope.report.figures.common import FigureFile, FigureInputs
+from prunescope.report.figures.common import FigureFile, FigureInputs, RunSeries
 from prunescope.report.page import render_page
+from prunescope.report.runs import run_labels
 from prunescope.rundir.atomic import atomic_write_bytes, json_bytes, sha256_file
 from prunescope.rundir.files import check_not_symlink
 from prunescope.rundir.layout import CONFIG, REPORT, RunDir
@@ -29,13 +30,13 @@ from prunescope.rundir.session import WriteSession, open_run_dir
 
 log = logging.getLogger("prunescope")
 
-# figure module -> the tables it needs
+# figure module -> the tables it draws from (it is drawn when any of them has rows)
 FIGURES = [
     (accuracy, ("accuracy",)),
     (weights, ("weight_hist",)),
     (stage_sparsity, ("sparsity_layers",)),
     (neuron_sparsity, ("neuron_sparsity",)),
-    (zeroing, ("zeroing",)),
+    (zeroing, ("zeroing", "zeroing_output")),
     (similarity, ("similarity",)),
 ]
 
@@ -59,24 +60,47 @@ def stage_order(rd: RunDir, cfg: Config, tables: dict[str, pd.DataFrame]) -> lis
     return seen
 
 
-def run_label(path: Path, cfg: Config, others: list[Path]) -> str:
-    name = path.resolve().name
-    same = sum(1 for p in others if p.resolve().name == name) > 1
-    return f"{path if same else name} ({cfg.model.name}, {cfg.imp.train_epochs} ep/level)"
+def missing_analyses(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The analyses whose figures cannot be drawn yet, in registry order."""
+    from prunescope.analysis.runner import ANALYSES
+
+    empty = {
+        t for _, needs in FIGURES if not any(has_rows(tables, n) for n in needs) for t in needs
+    }
+    return [name for name, spec in ANALYSES.items() if empty & set(spec.tables)]
+
+
+def has_rows(tables: dict[str, pd.DataFrame], name: str) -> bool:
+    return name in tables and not tables[name].empty
+
+
+def run_series(run_dirs: list[Path], rd: RunDir, cfg: Config, margin: float) -> list[RunSeries]:
+    """The runs overlaid on the accuracy figure, labelled by the settings that differ."""
+    opened = [(rd, cfg) if path == run_dirs[0] else open_run_dir(path) for path in run_dirs]
+    labels = run_labels(run_dirs, [c for _, c in opened])
+    out = []
+    for label, (other_rd, _) in zip(labels, opened, strict=True):
+        acc = read_table(other_rd, "accuracy")
+        out.append(RunSeries(label, acc, F.critical_sparsity(acc, margin)))
+    return out
+
+
+def draw_figures(inputs: FigureInputs, out: Path) -> list[FigureFile]:
+    figures: list[FigureFile] = []
+    for module, needs in FIGURES:
+        if any(has_rows(inputs.tables, n) for n in needs):
+            figures += module.draw(inputs, out / "figures")
+    return figures
 
 
 def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> dict:
     tables = load_tables(rd)
-    if "accuracy" not in tables or tables["accuracy"].empty:
+    if not has_rows(tables, "accuracy"):
         raise RunDirError(f"{rd.root} has no completed level to report on")
     order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
     summary = F.all_findings(tables, order, list(cfg.imp.exclude or []), margin)
-    runs = []
-    for path in run_dirs:
-        other_rd, other_cfg = (rd, cfg) if path == run_dirs[0] else open_run_dir(path)
-        acc = read_table(other_rd, "accuracy")
-        runs.append((run_label(path, other_cfg, run_dirs), acc, F.critical_sparsity(acc, margin)))
+    runs = run_series(run_dirs, rd, cfg, margin)
     inputs = FigureInputs(
         tables,
         order,
@@ -84,19 +108,25 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
         summary["critical_sparsity"],
         runs,
         tuple(cfg.report.hist_sparsities),
+        cfg.analysis.zeroing.mode,
     )
-    figures: list[FigureFile] = []
-    for module, needs in FIGURES:
-        if all(n in tables and not tables[n].empty for n in needs):
-            figures += module.draw(inputs, out / "figures")
-        else:
-            log.info("report: no %s table yet, figure skipped", "/".join(needs))
+    figures = draw_figures(inputs, out)
+    missing = missing_analyses(tables)
+    if missing:
+        log.info(
+            "report: no %s tables yet, their figures are left out; fill them with: "
+            "prunescope analyze %s --only %s",
+            ", ".join(missing),
+            rd.root,
+            ",".join(missing),
+        )
     summary_doc = {
         "run": rd.root.resolve().name,
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "findings": summary,
-        "runs": [{"label": label, "critical_sparsity": crit} for label, _, crit in runs],
+        "runs": [{"label": r.label, "critical_sparsity": r.critical} for r in runs],
+        "missing_analyses": missing,
         "figures": [
             {
                 "name": f.name,
@@ -109,13 +139,14 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
     }
     atomic_write_bytes(out / "summary.json", json_bytes(summary_doc))
     config_text = rd.read_text(CONFIG)
-    html = render_page(rd, cfg, config_text, tables, summary, runs, figures, out)
+    html = render_page(rd, cfg, config_text, tables, summary, runs, figures, out, missing)
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))
     return summary_doc
 
 
-def record_report(rd: RunDir, out: Path) -> None:
-    """Files under RUN_DIR/report are run files too: their sha256 goes in the manifest."""
+def record_report(rd: RunDir, out: Path, run_dirs: list[Path]) -> None:
+    """Files under RUN_DIR/report are run files too: their sha256 goes in the manifest, and
+    the runs it overlays are kept so that ``analyze`` can rebuild the same report."""
     files = rd.manifest["files"]
     for rel in [r for r in files if r.startswith(REPORT + "/")]:
         del files[rel]
@@ -125,6 +156,7 @@ def record_report(rd: RunDir, out: Path) -> None:
                 "sha256": sha256_file(path),
                 "bytes": path.stat().st_size,
             }
+    rd.manifest["report_runs"] = [str(Path(p).resolve()) for p in run_dirs[1:]]
     rd.save_manifest()
 
 
@@ -134,7 +166,23 @@ def report_into_run(rd: RunDir, cfg: Config, run_dirs: list[Path]) -> Path:
     for folder in (target, target / "figures"):
         check_not_symlink(folder, "its report")
     build_report(run_dirs, target, rd, cfg)
-    record_report(rd, target)
+    record_report(rd, target, run_dirs)
+    return target
+
+
+def rebuild_stale_report(rd: RunDir, cfg: Config) -> Path | None:
+    """After ``analyze``: the run's own report, if it has one, made again from the new tables
+    (with the runs it overlaid, where they still exist)."""
+    if not rd.recorded(f"{REPORT}/index.html"):
+        return None
+    others = []
+    for p in rd.manifest.get("report_runs") or []:
+        if (Path(p) / "manifest.json").exists():
+            others.append(Path(p))
+        else:
+            log.warning("report: %s, overlaid before, is gone; left out", p)
+    target = report_into_run(rd, cfg, [rd.root, *others])
+    log.info("report rebuilt from the new tables: %s", target / "index.html")
     return target
 
 

@@ -6,19 +6,27 @@ test can build the tables by hand.
 
 1. Later stages are pruned more: per pruned level, the Spearman rank
    correlation between a stage's position in the network and its sparsity
-   (over the layers IMP prunes; excluded layers are left out).
+   (over the layers IMP prunes; excluded layers are left out), and whether it
+   rises strictly from each stage to the next.
 2. Fully pruned neurons: per level, how many neurons of pruned layers have all
-   their incoming weights at zero, and the highest neuron sparsity.
-3. Spread of zeroing effects: per level, the standard deviation and quartiles
-   of the change in accuracy when one neuron is zeroed, and its rank
-   correlation with network sparsity.
+   their incoming weights at zero (counted at each level, never summed over
+   levels), the distinct neurons ever fully pruned, and the highest neuron
+   sparsity.
+3. Spread of zeroing effects: per level, the standard deviation, the
+   interquartile range and the 5-95% range of the change in accuracy when one
+   neuron is zeroed, and the rank correlation of each with network sparsity
+   (so that tails narrowing is not read as the distribution narrowing). Beside
+   it, the constant a zeroed neuron still emits through its BatchNorm, and,
+   when both zeroing modes were computed, how often they agree.
 4. Similarity to the baseline: per level and stage, the mean similarity of the
-   stage's layers to the dense network, and the rank correlation of stage
-   position with it (negative: later stages drift further).
+   stage's layers to the dense network, the rank correlation of stage position
+   with it (negative: later stages drift further), and whether it falls
+   strictly from each stage to the next.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -130,6 +138,8 @@ def stage_order_finding(
 def dead_neuron_finding(
     dead: pd.DataFrame, neurons: pd.DataFrame, exclude: list[str]
 ) -> dict[str, Any]:
+    """Fully pruned neurons of the pruned layers, counted at each level (never summed over
+    levels: the same neuron stays dead), and the distinct neurons dead at some level."""
     d = dead[~dead["layer"].isin(exclude)]
     n = neurons[~neurons["layer"].isin(exclude)]
     per_level = []
@@ -146,32 +156,50 @@ def dead_neuron_finding(
             }
         )
     with_dead = [p["level"] for p in per_level if p["fully_pruned"] > 0]
+    ever = n[n["sparsity"] >= 1.0][["layer", "neuron"]].drop_duplicates()
     return {
         "per_level": per_level,
-        "total_fully_pruned": sum(p["fully_pruned"] for p in per_level),
+        "levels_with_fully_pruned": len(with_dead),
         "first_level_with_fully_pruned": with_dead[0] if with_dead else None,
+        "last_level_fully_pruned": per_level[-1]["fully_pruned"] if per_level else 0,
+        "distinct_fully_pruned": len(ever),
+    }
+
+
+SPREADS = {
+    "std": "standard deviation",
+    "iqr": "interquartile range",
+    "tails": "5th-95th percentile range",
+}
+
+
+def _spread_row(level: int, g: pd.DataFrame) -> dict[str, Any]:
+    d = g["delta_accuracy"]
+    q = d.quantile([0.05, 0.25, 0.5, 0.75, 0.95])
+    return {
+        "level": int(level),
+        "network_sparsity": float(g["network_sparsity"].iloc[0]),
+        "neurons": len(d),
+        "std": _f(d.std(ddof=0)),
+        "q1": _f(q[0.25]),
+        "median": _f(q[0.5]),
+        "q3": _f(q[0.75]),
+        "iqr": _f(q[0.75] - q[0.25]),
+        "p05": _f(q[0.05]),
+        "p95": _f(q[0.95]),
+        "tails": _f(q[0.95] - q[0.05]),
+        "min": _f(d.min()),
+        "max": _f(d.max()),
     }
 
 
 def zeroing_spread_finding(
     zeroing: pd.DataFrame, critical_level: int | None = None
 ) -> dict[str, Any]:
-    per_level = []
-    for level, g in zeroing.groupby("level"):
-        d = g["delta_accuracy"]
-        per_level.append(
-            {
-                "level": int(level),
-                "network_sparsity": float(g["network_sparsity"].iloc[0]),
-                "neurons": len(d),
-                "std": _f(d.std(ddof=0)),
-                "q1": _f(d.quantile(0.25)),
-                "median": _f(d.median()),
-                "q3": _f(d.quantile(0.75)),
-                "min": _f(d.min()),
-                "max": _f(d.max()),
-            }
-        )
+    """How the spread of single-neuron zeroing effects changes with sparsity, measured three
+    ways (standard deviation, interquartile range, 5-95% range), so that a narrowing of the
+    tails is not reported as a narrowing of the whole distribution."""
+    per_level = [_spread_row(level, g) for level, g in zeroing.groupby("level")]
     considered = [p for p in per_level if critical_level is None or p["level"] < critical_level]
     out: dict[str, Any] = {
         "per_level": per_level,
@@ -179,14 +207,49 @@ def zeroing_spread_finding(
         "rho_sparsity_std": None,
         "first_std": None,
         "last_std": None,
+        "spreads": {},
     }
     if considered:
-        out["rho_sparsity_std"] = _f(
-            spearman([p["network_sparsity"] for p in considered], [p["std"] for p in considered])
-        )
+        sparsity = [p["network_sparsity"] for p in considered]
+        for key in SPREADS:
+            out["spreads"][key] = {
+                "first": considered[0][key],
+                "last": considered[-1][key],
+                "rho": _f(spearman(sparsity, [p[key] for p in considered])),
+            }
+        out["rho_sparsity_std"] = out["spreads"]["std"]["rho"]
         out["first_std"], out["last_std"] = considered[0]["std"], considered[-1]["std"]
         out["first_level"], out["last_level"] = considered[0]["level"], considered[-1]["level"]
     return out
+
+
+def bn_constant_finding(bn: pd.DataFrame, stage_order: list[str]) -> dict[str, Any]:
+    """The constant a zeroed neuron still emits through its BatchNorm, per stage (last level)."""
+    last = bn[bn["level"] == bn["level"].max()]
+    a = last.assign(abs=last["constant"].abs())
+    by_stage = a.groupby("stage")["abs"].median()
+    stages = [s for s in stage_order if s in by_stage.index]
+    return {
+        "level": int(last["level"].iloc[0]),
+        "neurons": len(a),
+        "median_abs": _f(a["abs"].median()),
+        "stage_median_abs": {s: _f(by_stage[s]) for s in stages},
+        "share_above_0_1": _f((a["abs"] > 0.1).mean()),
+    }
+
+
+def zeroing_modes_finding(weights: pd.DataFrame, output: pd.DataFrame) -> dict[str, Any]:
+    """Zeroing as the paper defines it against zeroing after BatchNorm, neuron by neuron."""
+    keys = ["level", "layer", "neuron"]
+    m = weights[[*keys, "delta_accuracy"]].merge(
+        output[[*keys, "delta_accuracy"]], on=keys, suffixes=("_weights", "_output")
+    )
+    same = (m["delta_accuracy_weights"] - m["delta_accuracy_output"]).abs() < 1e-12
+    return {
+        "neurons": len(m),
+        "same_change": int(same.sum()),
+        "rho": _f(spearman(m["delta_accuracy_weights"], m["delta_accuracy_output"])),
+    }
 
 
 def similarity_finding(
@@ -214,6 +277,15 @@ def similarity_finding(
         )
     considered = [p for p in per_level if critical_level is None or p["level"] < critical_level]
     rhos = [p["rho_stage_similarity"] for p in considered if p["rho_stage_similarity"] is not None]
+    strict = sum(
+        1
+        for p in considered
+        if len(p["stage_mean"]) > 1
+        and all(
+            b is not None and a is not None and b < a
+            for a, b in itertools.pairwise(p["stage_mean"].values())
+        )
+    )
     lowest = (
         min(considered, key=lambda p: p["mean"] if p["mean"] is not None else math.inf)
         if considered
@@ -224,6 +296,7 @@ def similarity_finding(
         "per_level": per_level,
         "levels_considered": len(considered),
         "levels_later_stages_less_similar": sum(1 for r in rhos if r < 0),
+        "levels_strictly_decreasing": strict,
         "mean_rho": _f(np.mean(rhos)) if rhos else None,
         "lowest_level": lowest["level"] if lowest else None,
         "lowest_mean": lowest["mean"] if lowest else None,
@@ -245,8 +318,15 @@ def all_findings(
         out["fully_pruned_neurons"] = dead_neuron_finding(
             tables["dead_neurons"], tables["neuron_sparsity"], exclude
         )
-    if "zeroing" in tables:
+    if "zeroing" in tables and not tables["zeroing"].empty:
         out["zeroing_spread"] = zeroing_spread_finding(tables["zeroing"], level)
+    if "bn_constants" in tables and not tables["bn_constants"].empty:
+        out["bn_constant"] = bn_constant_finding(tables["bn_constants"], stage_order)
+    if (
+        not tables.get("zeroing", pd.DataFrame()).empty
+        and not tables.get("zeroing_output", pd.DataFrame()).empty
+    ):
+        out["zeroing_modes"] = zeroing_modes_finding(tables["zeroing"], tables["zeroing_output"])
     if "similarity" in tables:
         out["similarity_to_baseline"] = {
             m: similarity_finding(tables["similarity"], stage_order, m, level)

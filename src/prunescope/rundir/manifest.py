@@ -18,7 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -111,7 +110,7 @@ class ManifestSchema(Record):
     config_history: list[dict[str, Any]] = Field(default_factory=list)
     config: dict[str, Any] | None = None
     data_fingerprint: dict[str, Any] | None = None
-    report_stale: StrictBool | None = None
+    report_runs: list[StrictStr] | None = None
 
 
 def _depth(obj: Any) -> int:

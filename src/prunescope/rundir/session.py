@@ -22,6 +22,7 @@ from prunescope.rundir.layout import CONFIG, REWIND, RunDir, environment, now
 from prunescope.rundir.lock import RunLock
 from prunescope.rundir.redo import forget_levels_from
 from prunescope.rundir.run_config import EditedConfig, read_run_config, record_config
+from prunescope.wording import level_list
 
 log = logging.getLogger("prunescope")
 
@@ -73,15 +74,12 @@ def open_run_dir(root: str | Path) -> tuple[RunDir, Config]:
 
 
 def levels_summary(rd: RunDir, levels: int) -> str:
-    """ "level 0 of 8 complete", "levels 0-3 of 8 complete", "no level complete yet"."""
-    done = rd.completed_levels()
+    """ "level 0 of 0-8 complete", "levels 0-3 of 0-8 complete", "no level of 0-8 complete yet"."""
+    done = [lv for lv in rd.completed_levels() if lv <= levels]
     if not done:
         return f"no level of 0-{levels} complete yet"
-    if done == list(range(done[0], done[-1] + 1)):
-        span = f"level {done[0]}" if len(done) == 1 else f"levels {done[0]}-{done[-1]}"
-    else:
-        span = "levels " + ", ".join(map(str, done))
-    return f"{span} of 0-{levels} complete"
+    word = "level" if len(done) == 1 else "levels"
+    return f"{word} {level_list(done)} of 0-{levels} complete"
 
 
 def _missing_folders(root: Path) -> list[Path]:

@@ -184,18 +184,23 @@ class Trainer:
         masker: Masker | None = None,
         on_epoch: Callable[[EpochResult], None] | None = None,
         desc: str = "",
+        first_epoch: int | None = None,
     ) -> list[EpochResult]:
-        """Train epochs ``start_epoch .. end_epoch-1`` of the schedule."""
+        """Train epochs ``start_epoch .. end_epoch-1`` of the schedule.
+
+        ``first_epoch`` (default ``start_epoch``) is where the phase began: epochs are
+        numbered from it in the bar and in messages.
+        """
+        origin = start_epoch if first_epoch is None else first_epoch
         scheduler = self.scheduler(optimizer, start_epoch)
         results = []
         for epoch in range(start_epoch, end_epoch):
-            result = self.train_epoch(
-                epoch, optimizer, scheduler, masker, f"{desc}epoch {epoch + 1}/{self.total_epochs}"
-            )
+            number = f"epoch {epoch + 1 - origin} of {end_epoch - origin}"
+            result = self.train_epoch(epoch, optimizer, scheduler, masker, f"{desc}{number}")
             results.append(result)
             if result.nonfinite_step >= 0:
                 raise NonFiniteLossError(
-                    f"non-finite training loss at epoch {epoch + 1}, step {result.nonfinite_step + 1} "
+                    f"non-finite training loss at {number}, step {result.nonfinite_step + 1} "
                     f"(lr {result.lr:g}); lower train.lr or check the data"
                 )
             if on_epoch:

@@ -18,38 +18,47 @@ from prunescope.report.figures.common import (
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
-    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
-    top = max(float(acc["network_sparsity"].max()) for _, acc, _ in inp.runs)
-    for label, acc, crit in inp.runs:
-        acc = acc.sort_values("level")
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT + 0.4), layout="constrained")
+    top = max(float(r.accuracy["network_sparsity"].max()) for r in inp.runs)
+    for run in inp.runs:
+        acc = run.accuracy.sort_values("level")
         (line,) = ax.plot(
-            acc["network_sparsity"], 100 * acc["test_accuracy"], marker="o", ms=3.5, label=label
+            acc["network_sparsity"],
+            100 * acc["test_accuracy"],
+            marker="o",
+            ms=3,
+            lw=1.2,
+            label=run.label,
         )
-        if crit.get("level") is not None:
+        if run.critical.get("level") is not None:
             ax.plot(
-                [crit["network_sparsity"]],
-                [100 * crit["test_accuracy"]],
+                [run.critical["network_sparsity"]],
+                [100 * run.critical["test_accuracy"]],
                 marker="X",
-                ms=10,
+                ms=8,
                 color=line.get_color(),
                 zorder=5,
+                ls="none",
             )
-            ax.axvline(crit["network_sparsity"], color=line.get_color(), ls="--", lw=0.8)
-    sparsity_axis(ax, top)
+    sparsity_axis(ax, top, remaining_axis=True)
     ax.set_ylabel("test accuracy (%)")
     margin = inp.critical.get("margin", 0.0)
-    ax.set_title(
-        f"Accuracy vs sparsity (× = critical sparsity: first level > {100 * margin:g} points below dense)"
-    )
-    ax.legend(loc="lower left")
+    # below the axes, never over the data, however many runs
+    fig.legend(loc="outside lower center", ncols=min(3, len(inp.runs)))
     crit = inp.critical
     where = (
-        f"critical sparsity {pct(crit['network_sparsity'])} (level {crit['level']})"
+        f"critical sparsity {pct(crit['network_sparsity'])} (level {crit['level']}, marked ×: the "
+        f"first level more than {100 * margin:g} points below the dense network)"
         if crit.get("level") is not None
-        else "no level fell below the margin"
+        else f"no level fell more than {100 * margin:g} points below the dense network"
     )
     return [
         save(
-            fig, out, "accuracy", f"Test accuracy against network sparsity (paper Fig. 4); {where}."
+            fig,
+            out,
+            "accuracy",
+            "Test accuracy against network sparsity (paper Fig. 4). The x axis is logarithmic in "
+            "the weights remaining (top axis), so every pruning level of a fixed rate is one "
+            f"equal step; {where}.",
         )
     ]

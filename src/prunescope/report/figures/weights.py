@@ -1,4 +1,4 @@
-"""Figs. 5–6: distributions of surviving |w| per stage at four levels."""
+"""Figs. 5–6: distributions of surviving |w| per stage at the paper's sparsities."""
 
 from __future__ import annotations
 
@@ -6,43 +6,71 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from prunescope.report.figures.common import (
+    WIDTH,
     FigureFile,
     FigureInputs,
-    nearest_levels,
+    levels_near,
     pct,
     save,
-    stage_colours,
+    stage_legend_handles,
+    stage_styles,
 )
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     hist = inp.tables["weight_hist"]
-    levels = nearest_levels(hist, inp.targets)
-    fig, axes = plt.subplots(1, len(levels), figsize=(12.0, 3.6), sharey=True, squeeze=False)
-    colours = stage_colours(inp.stage_order)
+    pruned = hist[hist["level"] > 0]
+    levels = levels_near(pruned if not pruned.empty else hist, inp.targets)
+    fig, axes = plt.subplots(
+        1,
+        len(levels),
+        figsize=(WIDTH, 2.7),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    styles = stage_styles(inp.stage_order)
+    shown = []
     for ax, level in zip(axes[0], levels, strict=True):
         h = hist[hist["level"] == level]
         for stage in inp.stage_order:
             g = h[h["stage"] == stage]
             if g.empty or g["count"].sum() == 0:
                 continue
+            st = styles[stage]
             edges = np.append(g["bin_low"].to_numpy(), g["bin_high"].to_numpy()[-1])
-            ax.stairs(g["count"].to_numpy(), edges, color=colours[stage], label=stage, lw=1.2)
+            ax.stairs(g["count"].to_numpy(), edges, color=st.colour, ls=st.linestyle, lw=1.1)
+            if stage not in shown:
+                shown.append(stage)
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1)
+        # plain-number tick labels: math text is off for every figure (names come from runs)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"level {level}: {pct(h['network_sparsity'].iloc[0])} sparse")
         ax.set_xlabel("|w|")
     axes[0][0].set_ylabel("surviving weights per bin")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    present = hist[(hist["level"].isin(levels)) & (hist["count"] > 0)]
+    if not present.empty:  # the bins span 7 decades; show the ones that hold weights
+        axes[0][0].set_xlim(0.8 * present["bin_low"].min(), 1.25 * present["bin_high"].max())
+    fig.legend(
+        handles=stage_legend_handles(styles, shown), loc="outside right upper", title="stage"
+    )
+    near = ", ".join(f"{100 * t:g}%" for t in inp.targets)
     return [
         save(
             fig,
             out,
             "weight_distributions",
-            f"Distribution of surviving |w| per stage at levels {', '.join(map(str, levels))} (paper Figs. 5–6); "
-            "counts on shared log-spaced bins, so a curve's area is the stage's number of weights.",
+            f"Distribution of surviving |w| per stage (paper Figs. 5–6) at the levels nearest to the "
+            f"paper's {near} network sparsity (levels {', '.join(map(str, levels))}). Counts per bin "
+            "on log-spaced bins shared by every level; the y axis is logarithmic above one weight "
+            "(linear below). A curve's counts add up to the stage's surviving weights (the paper "
+            "plots densities scaled to the same total); on these log axes its visible area does not.",
         )
     ]

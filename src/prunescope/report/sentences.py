@@ -1,0 +1,184 @@
+"""The findings as sentences, built from the numbers in ``summary.json``.
+
+Which way a sentence goes (rises or falls, narrows or widens) is decided by the
+data, and each sentence says which levels it was measured on and how: a claim
+is worded no stronger than the numbers behind it. Sentences are plain text
+(the page escapes them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prunescope.report.findings import SPREADS
+from prunescope.wording import plural
+
+Finding = tuple[str, str]  # (title, text)
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def num(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def trend(rho: float | None, up: str, down: str, flat: str) -> str:
+    """A direction only where the rank correlation supports one: |ρ| ≥ 0.7 states it,
+    0.4 ≤ |ρ| < 0.7 says it "tends to", anything weaker is no monotone trend."""
+    if rho is None or abs(rho) < 0.4:
+        return flat
+    word = up if rho > 0 else down
+    return word if abs(rho) >= 0.7 else f"tends to {WEAK.get(word, word)}"
+
+
+WEAK = {"widens": "widen", "narrows": "narrow", "rises": "rise", "falls": "fall"}
+
+
+def _span(levels: list[int]) -> str:
+    if not levels:
+        return "no level"
+    return f"level {levels[0]}" if len(levels) == 1 else f"levels {levels[0]}-{levels[-1]}"
+
+
+def critical_finding(crit: dict[str, Any], pruned_levels: list[int]) -> Finding:
+    margin = 100 * crit["margin"]
+    if crit.get("level") is None:
+        return (
+            "Critical sparsity: not reached.",
+            f"No level's test accuracy falls more than {margin:g} points below the dense "
+            f"network's {pct(crit['baseline_accuracy'], 2)}, so findings 1, 3 and 4 are measured "
+            f"on every level.",
+        )
+    before = [lv for lv in pruned_levels if lv < crit["level"]]
+    return (
+        f"Critical sparsity: {pct(crit['network_sparsity'])}.",
+        f"Level {crit['level']} is the first whose test accuracy ({pct(crit['test_accuracy'], 2)}) "
+        f"falls more than {margin:g} points below the dense network's "
+        f"{pct(crit['baseline_accuracy'], 2)} (a drop of {100 * crit['drop']:.2f} points). "
+        f"Findings 1, 3 and 4 are measured on the levels before it ({_span(before)} of the pruned "
+        f"levels; level 0 too where a finding uses the dense network).",
+    )
+
+
+def stage_order_finding(st: dict[str, Any], crit_level: int | None) -> Finding:
+    title = "Later stages pruned more?"
+    if not st["levels_considered"]:
+        return title, "No pruned level before the critical sparsity to measure."
+    considered = [p for p in st["per_level"] if crit_level is None or p["level"] < crit_level]
+    last = considered[-1]
+    stages = ", ".join(f"{s} {pct(v)}" for s, v in last["stage_sparsity"].items())
+    n = st["levels_considered"]
+    return (
+        title,
+        f"At {st['levels_later_stages_pruned_more']} of {plural(n, 'pruned level')} "
+        f"({_span([p['level'] for p in considered])}), stage sparsity rises with stage depth by "
+        f"rank (Spearman ρ between stage position and sparsity > 0; mean ρ = "
+        f"{num(st['mean_rho'])}); it rises strictly from each stage to the next at "
+        f"{st['levels_strictly_increasing']} of them. At level {last['level']} "
+        f"({pct(last['network_sparsity'])} sparse): {stages}.",
+    )
+
+
+def dead_neuron_finding(dn: dict[str, Any]) -> Finding:
+    title = "Fully pruned neurons:"
+    last = dn["per_level"][-1]
+    keeps = pct(1 - (last["max_neuron_sparsity"] or 0))
+    if dn["first_level_with_fully_pruned"] is None:
+        return (
+            title,
+            f"None: no neuron of a pruned layer has all its incoming weights pruned at any of the "
+            f"{plural(len(dn['per_level']), 'level')}. At the last level ({last['level']}, "
+            f"{pct(last['network_sparsity'])} sparse) the sparsest neuron keeps {keeps} of its "
+            "fan-in.",
+        )
+    first = next(p for p in dn["per_level"] if p["level"] == dn["first_level_with_fully_pruned"])
+    return (
+        title,
+        f"They appear from level {first['level']} ({pct(first['network_sparsity'])} sparse: "
+        f"{first['fully_pruned']} of {first['neurons']} neurons, in "
+        f"{', '.join(first['layers_with_fully_pruned'])}). At the last level ({last['level']}, "
+        f"{pct(last['network_sparsity'])} sparse) {last['fully_pruned']} of {last['neurons']} "
+        f"neurons have no incoming weight left; {dn['distinct_fully_pruned']} distinct neurons "
+        f"were fully pruned at some level (each level's count is in the figure).",
+    )
+
+
+def zeroing_spread_finding(zs: dict[str, Any]) -> Finding:
+    title = "Spread of zeroing effects:"
+    parts, narrows, widens = [], [], []
+    for key, name in SPREADS.items():
+        sp = zs["spreads"][key]
+        way = trend(sp["rho"], "widens", "narrows", "shows no monotone trend")
+        (narrows if way == "narrows" else widens if way == "widens" else []).append(name)
+        parts.append(
+            f"the {name} goes from {num(100 * sp['first'], 2)} to {num(100 * sp['last'], 2)} "
+            f"points and {way} with sparsity (ρ = {num(sp['rho'])})"
+        )
+    verdict = ""
+    if narrows and len(narrows) < len(SPREADS):
+        verdict = f" What narrows is the {' and the '.join(narrows)}, not every measure of spread."
+    levels = f"levels {zs['first_level']}-{zs['last_level']}"
+    return (
+        title,
+        f"Over {levels} ({plural(zs['levels_considered'], 'level')}), for the change in test "
+        f"accuracy from zeroing one neuron: {'; '.join(parts)}.{verdict}",
+    )
+
+
+def bn_constant_finding(bn: dict[str, Any], modes: dict[str, Any] | None) -> Finding:
+    stages = ", ".join(f"{s} {num(v)}" for s, v in bn["stage_median_abs"].items())
+    text = (
+        "Zeroing a neuron's incoming weights and bias (the paper's definition) does not silence "
+        "a neuron that a BatchNorm follows: the BatchNorm then emits β − γμ/√(σ²+ε) at every "
+        f"pixel. At level {bn['level']} the median |constant| over {bn['neurons']} such neurons "
+        f"is {num(bn['median_abs'])} ({stages} by stage); {pct(bn['share_above_0_1'])} of them "
+        "emit more than 0.1 in magnitude."
+    )
+    if modes:
+        text += (
+            f" Zeroing after the BatchNorm instead gives the same accuracy change for "
+            f"{modes['same_change']} of {modes['neurons']} neurons (Spearman ρ between the two "
+            f"changes = {num(modes['rho'])})."
+        )
+    else:
+        text += (
+            ' Set analysis.zeroing.mode = "both" to measure zeroing after the BatchNorm beside it.'
+        )
+    return "What zeroing leaves:", text
+
+
+def similarity_finding(metric: str, sm: dict[str, Any]) -> Finding:
+    last = sm["last_considered"]
+    stages = ", ".join(f"{s} {num(v, 3)}" for s, v in last["stage_mean"].items())
+    n = sm["levels_considered"]
+    return (
+        f"Similarity to the baseline ({metric}):",
+        "Measured on each prunable module's output (before its BatchNorm). Later stages are less "
+        f"similar to the dense network than earlier ones at {sm['levels_later_stages_less_similar']} "
+        f"of {plural(n, 'level')} by rank (mean ρ between stage position and similarity = "
+        f"{num(sm['mean_rho'])}), and strictly from each stage to the next at "
+        f"{sm['levels_strictly_decreasing']} of them. The mean over layers is lowest at level "
+        f"{sm['lowest_level']} ({num(sm['lowest_mean'], 3)}). At level {last['level']} "
+        f"({pct(last['network_sparsity'])} sparse) the stage means are: {stages}.",
+    )
+
+
+def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list[Finding]:
+    """Every finding the summary holds, in the paper's order."""
+    crit = summary["critical_sparsity"]
+    out = [critical_finding(crit, pruned_levels)]
+    if (st := summary.get("later_stages_pruned_more")) is not None:
+        out.append(stage_order_finding(st, crit.get("level")))
+    if (dn := summary.get("fully_pruned_neurons")) and dn["per_level"]:
+        out.append(dead_neuron_finding(dn))
+    if (zs := summary.get("zeroing_spread")) and zs["levels_considered"]:
+        out.append(zeroing_spread_finding(zs))
+    if bn := summary.get("bn_constant"):
+        out.append(bn_constant_finding(bn, summary.get("zeroing_modes")))
+    for metric in ("cosine", "cka"):
+        sm = (summary.get("similarity_to_baseline") or {}).get(metric)
+        if sm and sm["levels_considered"]:
+            out.append(similarity_finding(metric, sm))
+    return out
