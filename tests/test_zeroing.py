@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunescope import build_model
-from prunescope.analysis.zeroing import zeroing_fast, zeroing_naive
+from prunescope.analysis.zeroing import neuron_count, zeroing_fast, zeroing_naive
 from prunescope.models.regnet import RegNetX
 from prunescope.models.vgg import VGG
 
@@ -236,3 +236,42 @@ def test_bn_constant_equals_a_forward_pass_with_zeroed_weights(name):
         # the same value at every pixel of every image
         assert torch.allclose(emitted, emitted[:, :1].expand_as(emitted), atol=1e-6)
         assert torch.allclose(fast[layer], emitted[:, 0], atol=1e-5), layer
+
+
+@pytest.mark.parametrize("name", ["resnet", "vgg", "regnetx"])
+def test_fast_zeroing_equals_the_naive_loop_in_bf16_to_bf16_rounding(name):
+    """Both in bf16 autocast (as a bf16 run analyses): the rank-one updates round differently
+    from full convolutions, so equality holds to bf16 precision, not bit for bit. Measured
+    on these nets (all neurons): at most 10 of 474 differ, each by one image of 50."""
+    model = randomise_bn(narrow_models()[name])
+    size = 32 if name == "vgg" else 16
+    layers = [layer for layers in model.stages.values() for layer in layers]
+    batches = batches_for(size)
+    modules = dict(model.named_modules())
+    # a share of the neurons: the naive loop in bf16 is slow on these tiny convolutions
+    # (grouped ones most: RegNetX's took 38 s for every 3rd neuron on a loaded machine)
+    stride = 8 if name == "regnetx" else 3
+    some = {layer: list(range(0, neuron_count(modules[layer]), stride)) for layer in layers}
+    naive = zeroing_naive(model, layers, batches, "weights", neurons=some, precision="bf16")
+    fast = zeroing_fast(
+        model,
+        layers,
+        batches,
+        "weights",
+        max_ablations=5,
+        memory_budget=2**20,
+        neurons=some,
+        precision="bf16",
+    )
+    assert fast.base_correct == naive.base_correct
+    neurons = sum(len(v) for v in some.values())
+    differ = sum(int((fast.correct[layer] != naive.correct[layer]).sum()) for layer in layers)
+    assert differ <= 0.05 * neurons
+    for layer in layers:
+        assert (fast.correct[layer] - naive.correct[layer]).abs().max() <= 1, layer
+        assert torch.allclose(fast.loss_sum[layer] / 50, naive.loss_sum[layer] / 50, atol=5e-3), (
+            layer
+        )
+    # and bf16 is really used: its losses are not the fp32 ones
+    fp32 = zeroing_naive(model, layers[:1], batches, "weights")
+    assert fp32.base_loss_sum != naive.base_loss_sum

@@ -18,6 +18,7 @@ from prunescope.rundir.atomic import atomic_save_tensors, atomic_write_json, ato
 from prunescope.rundir.layout import MANIFEST
 from prunescope.seeding import derive_seed
 from prunescope.training.device import describe_device, resolve_device
+from prunescope.training.precision import apply_threads
 from prunescope.training.trainer import EpochResult, Trainer
 
 log = logging.getLogger("prunescope")
@@ -50,6 +51,7 @@ def refuse_run_directory(out: Path) -> None:
 def train_dense(cfg: Config, out: Path) -> dict:
     refuse_run_directory(out)
     device = resolve_device(cfg.device)
+    apply_threads(cfg.threads)
     data = prepare_from_config(cfg)
     model = new_model(cfg, data.spec.num_classes, data.spec.channels, data.image_size)
     log.info(

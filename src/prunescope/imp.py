@@ -85,7 +85,15 @@ class IMP:
         self.model = new_model(cfg, spec.num_classes, spec.channels, self.data.image_size)
         self.init_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.keys = prunable_weight_keys(self.model, cfg.imp.exclude)
-        self.trainer = Trainer(self.model, cfg, self.data, device, self.schedule.total_epochs)
+        sched = self.schedule
+        self.trainer = Trainer(
+            self.model,
+            cfg,
+            self.data,
+            device,
+            sched.total_epochs,
+            planned_epochs=sched.rewind_epoch + (cfg.imp.levels + 1) * sched.level_epochs,
+        )
 
     # -- the rewind point ------------------------------------------------------------------
     def rewind_state(self) -> dict[str, torch.Tensor]:
@@ -219,6 +227,7 @@ class IMP:
                 "epochs": sched.level_epochs,
                 "rewind_epoch": sched.rewind_epoch,
                 "test_images": len(self.data.test_y),
+                "precision": self.trainer.precision,
             },
             "state": state,
             "rows": rows,
@@ -239,6 +248,8 @@ class IMP:
             test_accuracy=m["test_accuracy"],
             seconds=round(result["seconds"], 3),
             finished=now(),
+            precision=self.trainer.precision,
+            compiled=self.trainer.forward.active,
         )
         rd.save_manifest()
 

@@ -17,6 +17,7 @@ from prunescope.pruning.masks import prunable_weight_keys
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.session import WriteSession
 from prunescope.training.device import describe_device, resolve_device
+from prunescope.training.precision import apply_threads
 
 log = logging.getLogger("prunescope")
 
@@ -49,7 +50,11 @@ def run(
         cfg, rd = session.cfg, session.rd
         check_data(rd, session.prepared, redo_from=redo_from)
         device = resolve_device(cfg.device)
+        threads = apply_threads(cfg.threads)
         imp = IMP(cfg, rd, device, data=session.prepared)
+        rd.manifest["sessions"][-1].update(
+            threads=threads, precision=imp.trainer.precision, compile=imp.trainer.compiled
+        )
         rd.manifest["layer_order"] = {
             "stages": list(imp.model.stages),
             "layers": list(stage_of_layer(imp.model)),
@@ -95,5 +100,6 @@ def analyze(
     request = ConfigRequest(overrides=tuple(overrides)) if overrides else None
     with WriteSession(run_dir, request, create=False) as session:
         device = resolve_device(session.cfg.device)
+        session.rd.manifest["sessions"][-1]["threads"] = apply_threads(session.cfg.threads)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
         rebuild_stale_report(session.rd, session.cfg)

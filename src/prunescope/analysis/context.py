@@ -16,6 +16,7 @@ from prunescope.pruning.masks import Masks
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_metrics
+from prunescope.training.precision import resolve_precision
 
 
 class AnalysisContext:
@@ -23,6 +24,8 @@ class AnalysisContext:
         self.rd = rd
         self.cfg = cfg
         self.device = device
+        # every analysis runs its forward passes in the precision the run trained in
+        self.precision = resolve_precision(cfg.train.precision, device)
         skeleton = model_for(cfg)
         self.stages: dict[str, list[str]] = dict(skeleton.stages)
         self.stage_of = stage_of_layer(skeleton)

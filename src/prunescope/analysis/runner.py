@@ -38,6 +38,12 @@ class Analysis:
     settings: Callable[[Config], dict]
 
 
+def forward_settings(ctx: AnalysisContext) -> dict:
+    """What changes the numbers of an analysis that runs the network: its precision. Records
+    made before bf16 analyses existed were all fp32 and carry no key, so fp32 adds none."""
+    return {} if ctx.precision == "fp32" else {"precision": ctx.precision}
+
+
 ANALYSES: dict[str, Analysis] = {
     "sparsity": Analysis(
         ("sparsity_layers", "sparsity_stages", "neuron_sparsity", "dead_neurons"),
@@ -108,6 +114,8 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
     rd = ctx.rd
     records = rd.manifest.setdefault("analyses", {})
     settings = spec.settings(ctx.cfg)
+    if name in ("zeroing", "similarity"):
+        settings.update(forward_settings(ctx))
     record = records.get(name)
     usable = (
         record is not None

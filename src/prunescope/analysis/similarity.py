@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from prunescope.training.precision import autocast
+
 METRICS = ("cosine", "cosine_per_neuron", "cka")
 
 
@@ -96,8 +98,10 @@ def materialised_metrics(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     return {"cosine": cosine, "cosine_per_neuron": per_neuron, "cka": cka}
 
 
-def capture(model: torch.nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The output of each named module for one batch."""
+def capture(
+    model: torch.nn.Module, layers: list[str], x: torch.Tensor, precision: str = "fp32"
+) -> dict[str, torch.Tensor]:
+    """The output of each named module for one batch (the forward pass in ``precision``)."""
     modules = dict(model.named_modules())
     out: dict[str, torch.Tensor] = {}
     handles = [
@@ -107,7 +111,7 @@ def capture(model: torch.nn.Module, layers: list[str], x: torch.Tensor) -> dict[
         for name in layers
     ]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(x.device, precision):
             model(x)
     finally:
         for h in handles:
@@ -140,7 +144,9 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
         for x, _ in tqdm(
             batches, desc=f"similarity level {level}", leave=False, disable=None, unit="batch"
         ):
-            acts = {lv: capture(m, ctx.prunable_layers, x) for lv, m in models.items()}
+            acts = {
+                lv: capture(m, ctx.prunable_layers, x, ctx.precision) for lv, m in models.items()
+            }
             for layer in ctx.prunable_layers:
                 rows_of = {lv: as_rows(acts[lv][layer]) for lv in acts}
                 for lv in needed:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
 from prunescope.analysis.bn_constant import bn_constants
 from prunescope.analysis.tables import empty_table
+from prunescope.training.precision import autocast
 
 log = logging.getLogger("prunescope")
 
@@ -63,10 +64,12 @@ def zeroing_naive(
     mode: str = "weights",
     progress: Callable[[int], None] | None = None,
     neurons: dict[str, list[int]] | None = None,
+    precision: str = "fp32",
 ) -> ZeroingResult:
     """Alg. 2 as written: zero a neuron, evaluate everything, restore; neuron by neuron.
 
-    ``neurons`` restricts a layer to some of its neurons (the others stay 0 in the result).
+    ``neurons`` restricts a layer to some of its neurons (the others stay 0 in the result);
+    ``precision`` is the forward pass's (``"bf16"``: autocast, as training used).
     """
     model.eval()
     modules = dict(model.named_modules())
@@ -77,7 +80,9 @@ def zeroing_naive(
     def evaluate() -> tuple[int, float]:
         correct, loss = 0, 0.0
         for x, y in batches:
-            c, s = _score(model(x).unsqueeze(0), y)
+            with autocast(x.device, precision):
+                out = model(x)
+            c, s = _score(out.unsqueeze(0), y)
             correct += int(c[0])
             loss += float(s[0])
         return correct, loss
@@ -140,6 +145,7 @@ def zeroing_fast(
     memory_budget: int | None = None,
     progress: Callable[[int], None] | None = None,
     neurons: dict[str, list[int]] | None = None,
+    precision: str = "fp32",
 ) -> ZeroingResult:
     """The same numbers as :func:`zeroing_naive`, batch by batch through the ablation engine.
 
@@ -147,7 +153,7 @@ def zeroing_fast(
     model. Layers the engine cannot replay exactly (see
     :func:`~prunescope.analysis.ablation.graph_problem`) are zeroed by the naive loop.
     """
-    with exact_float32():
+    with exact_float32(), autocast(next(model.parameters()).device, precision):
         original = model.eval()
         model = copy.deepcopy(model).eval()
         engine = AblationEngine(
@@ -218,7 +224,14 @@ def zeroing_fast(
                 len(engine.unsupported),
                 "; ".join(f"{k}: {v}" for k, v in list(engine.unsupported.items())[:3]),
             )
-            slow = zeroing_naive(original, list(engine.unsupported), batches, mode, neurons=neurons)
+            slow = zeroing_naive(
+                original,
+                list(engine.unsupported),
+                batches,
+                mode,
+                neurons=neurons,
+                precision=precision,
+            )
             result.correct.update(slow.correct)
             result.loss_sum.update(slow.loss_sum)
     return result
@@ -237,7 +250,13 @@ def zeroing_rows(ctx, level: int, mode: str, batches: list) -> pd.DataFrame:
         disable=None,
     ) as bar:
         res = zeroing_fast(
-            model, ctx.prunable_layers, batches, mode, z.max_ablations, progress=bar.update
+            model,
+            ctx.prunable_layers,
+            batches,
+            mode,
+            z.max_ablations,
+            progress=bar.update,
+            precision=ctx.precision,
         )
     base_acc = res.base_correct / res.images
     base_loss = res.base_loss_sum / res.images

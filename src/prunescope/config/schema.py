@@ -71,12 +71,39 @@ class TrainSection(Section):
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     epochs: int = Field(10, ge=1, description="epochs of `prunescope train` (dense training)")
-    compile: bool = Field(False, description="torch.compile the model (CUDA)")
-    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "auto",
+        description="bf16 autocast, fp32, or auto: bf16 where the device has fast bf16 "
+        "(CUDA with bf16, CPUs with AMX or AVX-512 BF16), else fp32",
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the training step: true, false, or auto"
+    )
     channels_last: bool = Field(True, description="channels_last memory format (CUDA and CPU)")
     checkpoint_every: int = Field(
         0, ge=0, description="epochs between mid-level checkpoints; 0 = about every 5 minutes"
     )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, v: object) -> object:
+        if isinstance(v, bool) or v == "auto":
+            return v
+        if v in ("true", "false"):
+            return v == "true"
+        raise ValueError(f"must be true, false or \"auto\", got {v!r}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_bf16(cls, data: object) -> object:
+        # Configs written before train.precision had `bf16 = true|false`, which meant bf16
+        # autocast on CUDA only: such a run trained in fp32 unless it ran on a GPU. Runs of
+        # that version on a GPU said device = "cuda"; "auto" ones were CPU runs here.
+        if isinstance(data, dict) and "bf16" in data:
+            data = dict(data)
+            bf16 = data.pop("bf16")
+            data.setdefault("precision", "bf16" if bf16 and data.pop("_cuda", False) else "fp32")
+        return data
 
     @field_validator("milestones")
     @classmethod
@@ -159,6 +186,11 @@ class ReportSection(Section):
 class Config(Section):
     seed: int = Field(0, ge=0, lt=2**31)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    # On a busy machine, or several runs at once, 1 thread per process is faster: measured
+    # on 2 cores under load, 2 threads per process were several times slower than 1.
+    threads: int | None = Field(
+        None, gt=0, le=4096, description="torch threads (default: every core the process may use)"
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
@@ -174,6 +206,19 @@ class Config(Section):
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_cuda_bf16(cls, data: object) -> object:
+        """Tell the legacy ``train.bf16`` migration whether the run was a CUDA run."""
+        train = data.get("train") if isinstance(data, dict) else None
+        if (
+            isinstance(train, dict)
+            and "bf16" in train
+            and str(data.get("device")).startswith("cuda")
+        ):
+            data = {**data, "train": {**train, "_cuda": True}}
+        return data
 
     @model_validator(mode="after")
     def _milestones_in_schedule(self) -> Config:

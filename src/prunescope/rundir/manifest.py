@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -70,6 +71,8 @@ class LevelRecord(Record):
     test_accuracy: Annotated[Number, Field(ge=0, le=1)] | None = None
     seconds: Annotated[Number, Field(ge=0)] | None = None
     finished: StrictStr | None = None
+    precision: StrictStr | None = None
+    compiled: StrictBool | None = None
 
 
 class LayerOrder(Record):

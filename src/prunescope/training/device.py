@@ -1,8 +1,6 @@
-"""Device choice and the CUDA-only speed switches (bf16 autocast, channels_last, compile)."""
+"""Device choice, and channels_last."""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 
@@ -38,13 +36,6 @@ def describe_device(device: torch.device) -> str:
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'' if n == 1 else 's'})"
     return device.type
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA only: CPU autocast is slower than fp32 on most CPUs."""
-    if device.type == "cuda" and bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def use_channels_last(device: torch.device, wanted: bool) -> bool:

@@ -21,7 +21,9 @@ from prunescope.data import DeviceLoader, PreparedData
 from prunescope.errors import NonFiniteLossError
 from prunescope.pruning.masks import Masker
 from prunescope.seeding import derive_seed
-from prunescope.training.device import autocast, use_channels_last
+from prunescope.training.compile import GuardedForward, compile_model, compile_wanted
+from prunescope.training.device import use_channels_last
+from prunescope.training.precision import autocast, resolve_precision
 from prunescope.training.schedule import make_optimizer, make_scheduler
 
 
@@ -43,15 +45,20 @@ class EpochResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DeviceLoader) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over every image of ``loader``, in float32."""
+def evaluate(
+    model: nn.Module, loader: DeviceLoader, precision: str = "fp32"
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over every image of ``loader``; the forward pass in
+    ``precision``, the loss and the counts in float32/float64."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     n = 0
     for x, y in loader:
-        out = model(x).float()
+        with autocast(loader.device, precision):
+            out = model(x)
+        out = out.float()
         loss_sum += F.cross_entropy(out, y, reduction="sum").double()
         correct += (out.argmax(1) == y).sum()
         n += len(y)
@@ -69,19 +76,18 @@ class Trainer:
         data: PreparedData,
         device: torch.device,
         total_epochs: int,
+        planned_epochs: int | None = None,
     ):
+        """``planned_epochs``: every epoch this trainer will run (all levels of an IMP run),
+        which decides whether ``train.compile = "auto"`` pays."""
         self.cfg = cfg
         self.device = device
         self.total_epochs = total_epochs
+        self.precision = resolve_precision(cfg.train.precision, device)
         channels_last = use_channels_last(device, cfg.train.channels_last)
         self.model = model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        # The compiled wrapper shares parameters with self.model; state dicts,
-        # masks and evaluation all go through the plain module.
-        self.forward_model: nn.Module = (
-            torch.compile(self.model) if cfg.train.compile and device.type == "cuda" else self.model
-        )
         spec = data.spec
         self.train_loader = DeviceLoader(
             data.train_x,
@@ -106,6 +112,13 @@ class Trainer:
             channels_last=channels_last,
         )
         self.steps_per_epoch = len(self.train_loader)
+        steps = self.steps_per_epoch * (planned_epochs or total_epochs)
+        self.compiled = compile_wanted(cfg.train.compile, device, steps)
+        # The compiled module shares parameters with self.model; state dicts, masks and
+        # evaluation all go through the plain module.
+        self.forward = GuardedForward(
+            self.model, compile_model(self.model) if self.compiled else None
+        )
 
     def new_optimizer(self) -> torch.optim.SGD:
         return make_optimizer(self.model, self.cfg.train)
@@ -147,11 +160,7 @@ class Trainer:
             unit="batch",
         )
         for step, (x, y) in enumerate(batches):
-            with autocast(dev, cfg.train.bf16):
-                out = self.forward_model(x)
-                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.train.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            out, loss = self.forward.run(lambda m, x=x, y=y: self._forward_backward(m, x, y))
             if masker:
                 masker.mask_grads()
             optimizer.step()
@@ -173,8 +182,18 @@ class Trainer:
             seconds=time.perf_counter() - start,
         )
 
+    def _forward_backward(
+        self, module: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.zero_grad(set_to_none=True)  # here: a failed compiled attempt leaves none
+        with autocast(self.device, self.precision):
+            out = module(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+        loss.backward()
+        return out, loss
+
     def evaluate(self) -> tuple[float, float]:
-        return evaluate(self.model, self.test_loader)
+        return evaluate(self.model, self.test_loader, self.precision)
 
     def fit(
         self,

@@ -1,0 +1,64 @@
+"""Numeric precision and the other per-machine speed settings: bf16 autocast, threads.
+
+``train.precision = "auto"`` means bf16 autocast wherever the device has fast
+bf16 arithmetic (detected, not assumed): a CUDA GPU that supports bf16, or a CPU
+with AMX or AVX-512 BF16 (what it gains is measured by ``bench/train_speed.py``,
+see BENCHMARKS.md). Weights, optimizer state, masks and saved files stay fp32
+under autocast; only the matrix products run in bf16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX or AVX-512 BF16 on this CPU (torch's own CPU feature detection)."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        caps = get()
+        return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe and probe())
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_fast_bf16()
+    return False
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """ "fp32" or "bf16" for this device: ``auto`` picks bf16 only where it is fast."""
+    if setting == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return setting
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision == "bf16"`` (CUDA or CPU), otherwise nothing."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (the on-device loader runs on them too); returns the count."""
+    n = threads or available_cores()
+    torch.set_num_threads(n)
+    return n
