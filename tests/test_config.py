@@ -41,7 +41,10 @@ def config_error(**kw) -> list[str]:
             "imp.pretrain_epochs = -1: Input should be greater than or equal to 0",
         ),
         (["imp.levels=500"], "imp.levels = 500: Input should be less than or equal to 60"),
-        (["imp.rewind=middle"], "imp.rewind = 'middle': Input should be 'weights' or 'init'"),
+        (
+            ["imp.rewind=middle"],
+            "imp.rewind = 'middle': Input should be 'weights', 'init', 'lr' or 'finetune'",
+        ),
         (["imp.scope=local"], "imp.scope = 'local': Input should be 'global' or 'layerwise'"),
         (["imp.exclude=fc"], "imp.exclude = 'fc': Input should be a valid list"),
         (

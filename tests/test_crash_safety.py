@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -255,3 +257,53 @@ def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monk
     history = json.loads((root / "manifest.json").read_text())["config_history"]
     assert history[-1]["redo_from"] == 2
     assert history[-1]["changed"]["train.lr"] == {"old": 0.05, "new": 0.04}
+
+
+def test_a_branch_killed_anywhere_resumes_to_identical_files(tmp_path):
+    """A control branch is crash-safe like a run: SIGKILL at its writes and inside its epochs,
+    resume, and every file equals an uninterrupted branch's."""
+    parent = tmp_path / "parent"
+    subprocess.run(cli(parent, analyze=False), check=True, capture_output=True, timeout=300)
+    branch = [sys.executable, "-m", "prunescope", "branch"]
+
+    def run_branch(root, env=None):
+        return subprocess.run(
+            [*branch, str(root), "random_mask", "--no-analyze"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+
+    ref, victim = tmp_path / "ref", tmp_path / "victim"
+    for root in (ref, victim):
+        shutil.copytree(parent, root)
+    assert run_branch(ref).returncode == 0
+    want = files_of(ref / "branches/random_mask")
+    rng = random.Random(7)
+    kills = 0
+    for attempt in range(20):
+        env = dict(os.environ)
+        env["PRUNESCOPE_FAULT_AT_WRITE"] = f"{rng.randint(2, 16)}:{rng.choice(['before', 'after'])}"
+        if attempt % 2:  # or at a random moment
+            env.pop("PRUNESCOPE_FAULT_AT_WRITE")
+            proc = subprocess.Popen(
+                [*branch, str(victim), "random_mask", "--no-analyze"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                rc = proc.wait(timeout=rng.uniform(1.5, 4.0))
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
+        else:
+            rc = run_branch(victim, env).returncode
+        assert rc in (0, -signal.SIGKILL), rc
+        if rc == 0:
+            break
+        kills += 1
+    assert kills >= 4
+    assert run_branch(victim).returncode == 0
+    got = files_of(victim / "branches/random_mask")
+    assert sorted(got) == sorted(want)
+    assert [rel for rel in want if got[rel] != want[rel]] == []

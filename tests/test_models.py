@@ -17,6 +17,7 @@ EXPECTED_STAGES = {
     "resnet56": ["stem", "stage1", "stage2", "stage3", "fc"],
     "vgg16": ["block1", "block2", "block3", "block4", "block5", "fc"],
     "regnetx_200mf": ["stem", "stage1", "stage2", "stage3", "stage4", "fc"],
+    "regnetx_200mf_nogroups": ["stem", "stage1", "stage2", "stage3", "stage4", "fc"],
 }
 
 
@@ -65,6 +66,7 @@ def test_stage_contents():
         ("resnet56", 0.85e6, 0.86e6),
         ("vgg16", 33.6e6, 33.7e6),  # the paper's "33.6 million"
         ("regnetx_200mf", 2.2e6, 2.4e6),
+        ("regnetx_200mf_nogroups", 11.4e6, 11.6e6),
     ],
 )
 def test_parameter_counts_on_cifar10(name, low, high):
@@ -113,3 +115,33 @@ def test_registering_a_model_with_a_broken_stage_map_fails():
     register_model("test-broken", description="", classifier=("b",))(lambda **kw: Tiny())
     with pytest.raises(AssertionError, match=r"missing \['b'\]"):
         build_model("test-broken")
+
+
+def test_the_original_codes_regnetx_has_no_groups_and_a_stride_2_stem():
+    model = build_model("regnetx_200mf_nogroups")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.groups == 1 for c in convs)
+    assert model.stem.stride == (2, 2)
+    grouped = dict(build_model("regnetx_200mf").named_modules())["stage4.0.conv2"]
+    plain = dict(model.named_modules())["stage4.0.conv2"]
+    # the second convolution: 368/8 = 46 times the weights without groups
+    assert plain.weight.numel() == 46 * grouped.weight.numel()
+    assert [len(v) for v in model.stages.values()] == [1, 4, 4, 13, 22, 1]
+
+
+def test_initialisation_schemes():
+    """He-normal std is sqrt(2 / fan): fan-out (the default) and fan-in differ by the ratio of
+    output to input channels; PyTorch's default is uniform with bound 1/sqrt(fan_in)."""
+    torch.manual_seed(0)
+    out = dict(build_model("resnet20").named_modules())["layer2.0.conv1"]  # 16 -> 32, 3x3
+    torch.manual_seed(0)
+    fan_in = dict(build_model("resnet20", init="fan_in").named_modules())["layer2.0.conv1"]
+    torch.manual_seed(0)
+    torch_default = dict(build_model("resnet20", init="torch_default").named_modules())[
+        "layer2.0.conv1"
+    ]
+    assert float(out.weight.detach().std()) == pytest.approx((2 / (32 * 9)) ** 0.5, rel=0.05)
+    assert float(fan_in.weight.detach().std()) == pytest.approx((2 / (16 * 9)) ** 0.5, rel=0.05)
+    bound = 1 / (16 * 9) ** 0.5
+    assert float(torch_default.weight.detach().abs().max()) <= bound + 1e-6
+    assert float(torch_default.weight.detach().abs().max()) > 0.9 * bound

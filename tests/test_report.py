@@ -26,6 +26,7 @@ FIGURES = [
     "similarity_cosine_per_neuron_stages",
     "similarity_cka",
     "similarity_cka_stages",
+    "connectivity",
 ]
 
 
@@ -75,7 +76,7 @@ def _draw_all(run_dir, out):
 
     order = build.stage_order(rd, cfg, tables)
     summary = F.all_findings(tables, order, list(cfg.imp.exclude), 0.02)
-    runs = build.run_series([run_dir], rd, cfg, 0.02)
+    runs = build.run_series([run_dir], build.open_runs([run_dir], rd, cfg), 0.02)
     inputs = FigureInputs(tables, order, list(cfg.imp.exclude), summary["critical_sparsity"], runs)
     return build.draw_figures(inputs, out)
 

@@ -21,6 +21,25 @@ from prunescope.errors import (
 log = logging.getLogger("prunescope")
 
 
+class LazyHelp(str):
+    """A help text computed only when help is shown: the analysis registry behind ``--only``
+    imports torch, which ``prunescope --help`` should not wait for."""
+
+    def __new__(cls, make):
+        obj = super().__new__(cls, "(see the analysis registry)")
+        obj.make = make
+        return obj
+
+    def __mod__(self, params):  # argparse expands help with "help % params"
+        return self.make()
+
+
+def only_help() -> str:
+    from prunescope.analysis.registry import only_help as text
+
+    return text()
+
+
 class Parser(argparse.ArgumentParser):
     """Argument errors end in one line and exit code 2, not a usage dump."""
 
@@ -111,10 +130,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_branch(args: argparse.Namespace) -> int:
+    from prunescope.runner import run_branch
+
+    root = run_branch(args.run_dir, args.kind, analyze=not args.no_analyze)
+    print(root)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from prunescope.report.build import make_report
 
-    index = make_report(args.run_dirs, args.out)
+    index = make_report(args.run_dirs, args.out, replicates=args.replicates)
     print(index)
     return 0
 
@@ -168,13 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="sparsity, weights, zeroing and similarity tables of a run")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--only", metavar="A,B", help="some of: sparsity,weights,zeroing,similarity")
+    p.add_argument("--only", metavar="A,B", help=LazyHelp(only_help))
     p.add_argument("--levels", metavar="0,3,7", help="only these levels")
     p.add_argument("--force", action="store_true", help="recompute levels already analysed")
     add_set_arg(
         p, "change an analysis.* or report.* setting, e.g. --set analysis.zeroing.test_subset=500"
     )
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "branch",
+        help="a control of a complete run: random_reinit, random_mask or random_global",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "kind",
+        metavar="KIND",
+        help="random_reinit (the run's masks, new initial weights), random_mask (random masks "
+        "with the run's per-layer sparsities), random_global (random masks with its network "
+        "sparsity)",
+    )
+    p.add_argument("--no-analyze", action="store_true", help="train only")
+    p.set_defaults(func=cmd_branch)
 
     p = sub.add_parser(
         "report", help="figures, findings and report/index.html from the analysis tables"
@@ -187,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run to report on; more runs are overlaid on the accuracy figure",
     )
     p.add_argument("--out", type=Path, metavar="DIR", help="write here instead of RUN_DIR/report")
+    p.add_argument(
+        "--replicates",
+        action="store_true",
+        help="the runs are seeds of one experiment: refuse them if their configs differ in more",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("status", help="what a run directory holds, what is left, damaged files")
@@ -215,6 +262,11 @@ def interrupted_message(args: argparse.Namespace, why: str) -> str:
         )
     if command == "analyze":
         return f"{why}; analysed levels are kept; continue with: prunescope analyze {args.run_dir}"
+    if command == "branch":
+        return (
+            f"{why}; the branch's completed levels and last checkpoint are kept; resume with: "
+            f"prunescope branch {args.run_dir} {args.kind}"
+        )
     return f"{why}; every file written so far is complete (writes are atomic)"
 
 

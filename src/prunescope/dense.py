@@ -33,10 +33,13 @@ def epochs_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def new_model(cfg: Config, num_classes: int, channels: int, image_size: int) -> torch.nn.Module:
-    """The model at initialisation: a pure function of the config's seed."""
-    torch.manual_seed(derive_seed(cfg.seed, "init"))
-    return build_model(cfg.model.name, num_classes, channels, image_size)
+def new_model(
+    cfg: Config, num_classes: int, channels: int, image_size: int, purpose: str = "init"
+) -> torch.nn.Module:
+    """The model at initialisation: a pure function of the config's seed (and of ``purpose``,
+    so that a control can draw another initialisation from the same seed)."""
+    torch.manual_seed(derive_seed(cfg.seed, purpose))
+    return build_model(cfg.model.name, num_classes, channels, image_size, init=cfg.model.init)
 
 
 def refuse_run_directory(out: Path) -> None:

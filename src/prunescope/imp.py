@@ -61,8 +61,17 @@ def schedule_of(cfg: Config) -> Schedule:
     total = cfg.imp.pretrain_epochs + cfg.imp.train_epochs
     # "init" is the original lottery ticket: every level retrains the whole
     # schedule from initialisation, so the rewind point is epoch 0.
-    rewind = cfg.imp.pretrain_epochs if cfg.imp.rewind == "weights" else 0
+    rewind = 0 if cfg.imp.rewind == "init" else cfg.imp.pretrain_epochs
     return Schedule(rewind, total)
+
+
+# What a pruned level (k >= 1) starts from, per imp.rewind:
+#   weights  the rewind state (the paper's method: weight rewinding to the pretrain point)
+#   init     the initialisation (the original lottery ticket)
+#   lr       level k-1's trained weights, with the learning-rate schedule replayed from the
+#            rewind epoch (learning-rate rewinding, Renda et al. 2020)
+#   finetune level k-1's trained weights, trained at the schedule's final learning rate
+KEEPS_TRAINED_WEIGHTS = ("lr", "finetune")
 
 
 def level_sparsity(state: dict[str, torch.Tensor], keys: list[str]) -> tuple[int, int]:
@@ -99,6 +108,13 @@ class IMP:
     def rewind_state(self) -> dict[str, torch.Tensor]:
         if self.rd.recorded(REWIND):
             return read_state(self.rd, REWIND, self.model)
+        state = self.make_rewind_state()
+        self.rd.write_tensors(REWIND, state)
+        remove_checkpoint(self.rd)
+        return state
+
+    def make_rewind_state(self) -> dict[str, torch.Tensor]:
+        """Initialise, and pretrain to the rewind epoch."""
         r = self.schedule.rewind_epoch
         if r > 0:
             log.info("pretraining %s to the rewind point", plural(r, "epoch"))
@@ -108,12 +124,8 @@ class IMP:
                 raise NonFiniteLossError(
                     f"pretraining: {exc}; change the config and run again with --redo-from 0"
                 ) from None
-            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        else:
-            state = self.init_state
-        self.rd.write_tensors(REWIND, state)
-        remove_checkpoint(self.rd)
-        return state
+            return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return self.init_state
 
     # -- training with checkpoints ---------------------------------------------------------
     def train_phase(
@@ -124,9 +136,11 @@ class IMP:
         masks: Masks | None,
         first_epoch: int,
         end_epoch: int,
+        final_lr: bool = False,
     ) -> list[dict]:
         """Train epochs ``first_epoch..end_epoch-1`` from ``start`` (× ``masks``), resuming from
-        this phase's checkpoint when there is one; returns the per-epoch rows."""
+        this phase's checkpoint when there is one; returns the per-epoch rows. ``final_lr``
+        holds the learning rate at the schedule's last value (fine-tuning)."""
         model, rd = self.model, self.rd
         name = "pretraining" if phase == "pretrain" else f"level {level}"
         model.load_state_dict(start)
@@ -181,6 +195,7 @@ class IMP:
                 on_epoch=on_epoch,
                 desc=f"{name}: ",
                 first_epoch=first_epoch,
+                final_lr=final_lr,
             )
         finally:
             progress.close()
@@ -196,14 +211,26 @@ class IMP:
         state, masks = self.read_level(level - 1)
         return prune_masks(state, masks, self.cfg.imp.rate, self.cfg.imp.scope)
 
+    def start_state(self, level: int, rewind: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Where level ``level`` starts (before its mask is applied): see KEEPS_TRAINED_WEIGHTS."""
+        if level > 0 and self.cfg.imp.rewind in KEEPS_TRAINED_WEIGHTS:
+            return self.read_level(level - 1)[0]
+        return rewind
+
     # -- one level -------------------------------------------------------------------------
-    def train_level(self, level: int, rewind: dict[str, torch.Tensor], masks: Masks) -> dict:
+    def train_level(self, level: int, start_state: dict[str, torch.Tensor], masks: Masks) -> dict:
         sched = self.schedule
         model = self.model
         start = time.perf_counter()
         try:
             rows = self.train_phase(
-                "level", level, rewind, masks, sched.rewind_epoch, sched.total_epochs
+                "level",
+                level,
+                start_state,
+                masks,
+                sched.rewind_epoch,
+                sched.total_epochs,
+                final_lr=level > 0 and self.cfg.imp.rewind == "finetune",
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
@@ -282,7 +309,7 @@ class IMP:
             if self.rd.level_complete(level):
                 continue
             masks = self.masks_for(level)
-            result = self.train_level(level, rewind, masks)
+            result = self.train_level(level, self.start_state(level, rewind), masks)
             self.save_level(level, masks, result)
             m = result["metrics"]
             log.info(

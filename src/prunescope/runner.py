@@ -10,11 +10,12 @@ from prunescope.api import model_for
 from prunescope.config import Config
 from prunescope.config.request import ConfigRequest
 from prunescope.data import PreparedData, check_subset, prepare_from_config
-from prunescope.errors import UserInputError
+from prunescope.errors import RunDirError, UserInputError
 from prunescope.imp import IMP
 from prunescope.models import stage_of_layer
 from prunescope.pruning.masks import prunable_weight_keys
 from prunescope.rundir.data_check import check_data
+from prunescope.rundir.layout import RunDir
 from prunescope.rundir.session import WriteSession
 from prunescope.training.device import describe_device, resolve_device
 from prunescope.training.precision import apply_threads
@@ -34,6 +35,7 @@ def check_runnable(cfg: Config) -> PreparedData:
     for name, section in (
         ("analysis.zeroing.test_subset", cfg.analysis.zeroing),
         ("analysis.similarity.test_subset", cfg.analysis.similarity),
+        ("analysis.connectivity.test_subset", cfg.analysis.connectivity),
     ):
         check_subset(name, section.test_subset, labels, data.spec.num_classes)
     return data
@@ -97,9 +99,59 @@ def analyze(
             raise UserInputError(
                 f"--set {item!r}: analyze may change analysis.*, report.* and device only"
             )
+    from prunescope.branch import branch_dirs
+
     request = ConfigRequest(overrides=tuple(overrides)) if overrides else None
     with WriteSession(run_dir, request, create=False) as session:
         device = resolve_device(session.cfg.device)
         session.rd.manifest["sessions"][-1]["threads"] = apply_threads(session.cfg.threads)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
+        for branch in branch_dirs(session.rd.root):  # its controls, with the same settings
+            with WriteSession(branch, request, create=False) as b:
+                log.info("analysing branch %s", branch.name)
+                analyze_run(b.rd, b.cfg, device, only=only, levels=levels, force=force)
         rebuild_stale_report(session.rd, session.cfg)
+
+
+def run_branch(run_dir: str | Path, kind_name: str, *, analyze: bool = True) -> Path:
+    """``prunescope branch RUN KIND``: train (or resume) a control branch of a complete run,
+    analyse it, and rebuild the run's report with the control beside it."""
+    from prunescope.branch import BranchIMP, branch_dir, branch_kind, check_parent_complete
+
+    kind = branch_kind(kind_name)
+    with WriteSession(run_dir, create=False) as parent:
+        check_parent_complete(parent.rd, parent.cfg)
+        root = branch_dir(parent.rd.root, kind.name)
+        with WriteSession(root, parent.cfg, preflight=check_runnable) as session:
+            cfg, rd = session.cfg, session.rd
+            same_data_as_parent(parent.rd, session.prepared)
+            check_data(rd, session.prepared)
+            device = resolve_device(cfg.device)
+            rd.manifest["sessions"][-1]["threads"] = apply_threads(cfg.threads)
+            imp = BranchIMP(cfg, rd, device, parent.rd, kind, data=session.prepared)
+            rd.manifest["layer_order"] = parent.rd.manifest.get("layer_order")
+            rd.save_manifest()
+            log.info("branch %s of %s: %s", kind.name, parent.rd.root, kind.description)
+            imp.run(on_level=lambda level: write_accuracy(rd))
+            write_accuracy(rd)
+            if analyze:
+                from prunescope.analysis.runner import analyze_run
+
+                analyze_run(rd, cfg, device)
+        if analyze:
+            from prunescope.report.build import rebuild_stale_report
+
+            rebuild_stale_report(parent.rd, parent.cfg)
+    return root
+
+
+def same_data_as_parent(parent: RunDir, data: PreparedData) -> None:
+    """A control must see exactly the run's images (the fingerprints must agree)."""
+    from prunescope.data.fingerprint import data_fingerprint
+
+    want = parent.manifest.get("data_fingerprint") or {}
+    if want and want.get("sha256") != data_fingerprint(data)["sha256"]:
+        raise RunDirError(
+            f"the data under data.root differ from the data {parent.root} was trained on; a "
+            f"control branch must see the same images"
+        )

@@ -98,6 +98,20 @@ def _verdict(rd: RunDir, cfg: Config, remaining: list[int], bad: list[int]) -> s
     return f"all levels complete ({done})"
 
 
+def branch_lines(rd: RunDir) -> list[str]:
+    """One line per control branch: what it has done (or why it cannot be read)."""
+    from prunescope.branch import branch_dirs
+
+    out = []
+    for path in branch_dirs(rd.root):
+        try:
+            branch_rd, branch_cfg = open_run_dir(path)
+            out.append(f"branch {path.name}: {levels_summary(branch_rd, branch_cfg.imp.levels)}")
+        except RunDirError as exc:
+            out.append(f"branch {path.name}: cannot be read ({str(exc)[:120]})")
+    return out
+
+
 def status_text(run_dir: str | Path) -> str:
     rd, cfg = open_run_dir(run_dir)
     sched = schedule_of(cfg)
@@ -125,6 +139,7 @@ def status_text(run_dir: str | Path) -> str:
     lines.append(f"analysis tables: {', '.join(tables) if tables else 'none'}")
     report = rd.root / "report" / "index.html"
     lines.append(f"report: {report if report.exists() else 'not made'}")
+    lines += branch_lines(rd)
     lines += _damage_lines(rd, damaged, bad)
     remaining = [lv for lv in range(cfg.imp.levels + 1) if not rd.level_complete(lv)]
     lines.append(_verdict(rd, cfg, remaining, bad))

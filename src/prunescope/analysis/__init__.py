@@ -1,0 +1,12 @@
+"""The analyses of a run's levels. Importing this package registers every one of them,
+in the order ``analyze`` runs them (the cheap ones that read weights only first)."""
+
+# isort: off
+from prunescope.analysis import accuracy  # noqa: F401  (registration)
+from prunescope.analysis import sparsity  # noqa: F401
+from prunescope.analysis import weights  # noqa: F401
+from prunescope.analysis import zeroing  # noqa: F401
+from prunescope.analysis import similarity  # noqa: F401
+from prunescope.analysis import connectivity  # noqa: F401
+
+# isort: on

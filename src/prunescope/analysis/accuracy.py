@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from prunescope.analysis.tables import COLUMNS, write_table
+from prunescope.analysis.tables import COLUMNS, register_table, write_table
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_metrics
+
+# Written by `run` after every level (not an analysis: it needs no computation).
+register_table("accuracy", ["level", "network_sparsity", "test_accuracy", "test_loss"])
 
 
 def accuracy_table(rd: RunDir) -> pd.DataFrame:

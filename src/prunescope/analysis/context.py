@@ -10,12 +10,13 @@ from torch import nn
 
 from prunescope.api import model_for, read_level, test_images
 from prunescope.config import Config
-from prunescope.data import DeviceLoader, PreparedData, prepare_from_config
+from prunescope.data import DeviceLoader, PreparedData, prepare_from_config, stratified_subset
 from prunescope.models import stage_of_layer
 from prunescope.pruning.masks import Masks
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_metrics
+from prunescope.seeding import derive_seed
 from prunescope.training.precision import resolve_precision
 
 
@@ -66,6 +67,22 @@ class AnalysisContext:
         """The level's trained state (CPU), checked like every read of a level."""
         model, _ = self.level(level)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    def fresh_model(self) -> nn.Module:
+        """A model of the run's architecture on the analysis device, to load states into."""
+        return model_for(self.cfg).to(self.device).eval()
+
+    def train_batches(self, n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A fixed, stratified subset of ``n`` training images (no augmentation), normalised."""
+        y = self.data.train_y
+        idx = None
+        if n < len(y):
+            picked = stratified_subset(y.numpy(), n, derive_seed(self.cfg.seed, "train-subset"))
+            idx = torch.from_numpy(picked)
+        x = self.data.train_x if idx is None else self.data.train_x[idx]
+        y = y if idx is None else y[idx]
+        spec = self.data.spec
+        return list(DeviceLoader(x, y, batch_size, spec.mean, spec.std, self.device))
 
     def batches(
         self, subset: int | None, batch_size: int

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from prunescope.analysis.accuracy import write_accuracy
 from prunescope.analysis.context import AnalysisContext
-from prunescope.analysis.similarity import similarity_table
-from prunescope.analysis.sparsity import sparsity_tables
+from prunescope.analysis.registry import AnalysisSpec, analyses, analysis_names
 from prunescope.analysis.tables import has_table, read_table, table_path, write_table
-from prunescope.analysis.weights import weight_hist_table
-from prunescope.analysis.zeroing import zeroing_tables
 from prunescope.config import Config
 from prunescope.errors import UserInputError
 from prunescope.rundir.layout import RunDir
@@ -31,59 +26,28 @@ from prunescope.wording import format_seconds, plural
 log = logging.getLogger("prunescope")
 
 
-@dataclass(frozen=True)
-class Analysis:
-    tables: tuple[str, ...]
-    compute: Callable[[AnalysisContext, list[int]], dict[str, pd.DataFrame]]
-    settings: Callable[[Config], dict]
-
-
 def forward_settings(ctx: AnalysisContext) -> dict:
     """What changes the numbers of an analysis that runs the network: its precision. Records
     made before bf16 analyses existed were all fp32 and carry no key, so fp32 adds none."""
     return {} if ctx.precision == "fp32" else {"precision": ctx.precision}
 
 
-ANALYSES: dict[str, Analysis] = {
-    "sparsity": Analysis(
-        ("sparsity_layers", "sparsity_stages", "neuron_sparsity", "dead_neurons"),
-        sparsity_tables,
-        lambda cfg: {},
-    ),
-    "weights": Analysis(
-        ("weight_hist",),
-        lambda ctx, lv: {"weight_hist": weight_hist_table(ctx, lv)},
-        lambda cfg: cfg.analysis.weights.model_dump(),
-    ),
-    "zeroing": Analysis(
-        ("zeroing", "zeroing_output", "bn_constants"),
-        zeroing_tables,
-        lambda cfg: {
-            "test_subset": cfg.analysis.zeroing.test_subset,
-            "mode": cfg.analysis.zeroing.mode,
-            "seed": cfg.seed,
-        },
-    ),
-    "similarity": Analysis(
-        ("similarity",),
-        lambda ctx, lv: {"similarity": similarity_table(ctx, lv)},
-        lambda cfg: {
-            "test_subset": cfg.analysis.similarity.test_subset,
-            "metrics": list(cfg.analysis.similarity.metrics),
-            "seed": cfg.seed,
-        },
-    ),
-}
+def settings_of(spec: AnalysisSpec, ctx: AnalysisContext) -> dict:
+    settings = spec.settings(ctx.cfg)
+    if spec.runs_network:
+        settings.update(forward_settings(ctx))
+    return settings
 
 
 def parse_only(text: str | None) -> list[str]:
+    """``--only a,b``; without it, every analysis that runs by default."""
     if not text:
-        return list(ANALYSES)
+        return analysis_names(default_only=True)
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in ANALYSES]
+    unknown = [n for n in names if n not in analyses()]
     if unknown:
         raise UserInputError(
-            f"--only: unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}"
+            f"--only: unknown analysis {', '.join(unknown)}; choose from {', '.join(analyses())}"
         )
     return names
 
@@ -97,25 +61,21 @@ def parse_levels(text: str | None) -> list[int] | None:
         raise UserInputError(f"--levels {text!r}: expected level numbers like 0,3,7") from None
 
 
-def levels_for(name: str, ctx: AnalysisContext, requested: list[int] | None) -> list[int]:
+def levels_for(spec: AnalysisSpec, ctx: AnalysisContext, requested: list[int] | None) -> list[int]:
     levels = ctx.levels()
     if requested is not None:
         missing = [lv for lv in requested if lv not in levels]
         if missing:
             raise UserInputError(f"--levels: level(s) {missing} are not complete in {ctx.rd.root}")
         levels = requested
-    if name == "zeroing" and ctx.cfg.analysis.zeroing.levels != "all":
-        levels = [lv for lv in levels if lv in ctx.cfg.analysis.zeroing.levels]
-    return levels
+    return spec.levels(ctx.cfg, levels)
 
 
 def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, force: bool) -> None:
-    spec = ANALYSES[name]
+    spec = analyses()[name]
     rd = ctx.rd
     records = rd.manifest.setdefault("analyses", {})
-    settings = spec.settings(ctx.cfg)
-    if name in ("zeroing", "similarity"):
-        settings.update(forward_settings(ctx))
+    settings = settings_of(spec, ctx)
     record = records.get(name)
     usable = (
         record is not None
@@ -135,7 +95,7 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
                 usable = False
     done = set(record["levels"]) if usable else set()
     tables = {t: read_table(rd, t) for t in spec.tables} if usable else {}
-    levels = levels_for(name, ctx, requested)
+    levels = levels_for(spec, ctx, requested)
     todo = [lv for lv in levels if force or lv not in done]
     if not todo:
         log.info("%s: up to date (%s)", name, plural(len(done), "level"))
@@ -183,5 +143,5 @@ def analyze_run(
     ctx = AnalysisContext(rd, cfg, device)
     rd.manifest.setdefault("layer_order", {"stages": list(ctx.stages), "layers": ctx.layers})
     write_accuracy(rd)
-    for name in only or list(ANALYSES):
+    for name in only or analysis_names(default_only=True):
         run_analysis(ctx, name, levels, force)

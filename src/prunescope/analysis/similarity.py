@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from prunescope.analysis.registry import AnalysisSpec, pruned_levels, register_analysis
 from prunescope.training.precision import autocast
 
 METRICS = ("cosine", "cosine_per_neuron", "cka")
@@ -181,3 +182,32 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
             if lv not in (0, level):
                 del cache[lv]
     return pd.DataFrame(rows, columns=COLUMNS["similarity"])
+
+
+register_analysis(
+    AnalysisSpec(
+        name="similarity",
+        description="cosine, per-neuron cosine and linear CKA of every pruned layer's output "
+        "to the baseline and the previous level (Alg. 3)",
+        tables={
+            "similarity": [
+                "level",
+                "network_sparsity",
+                "reference",
+                "reference_level",
+                "stage",
+                "layer",
+                "metric",
+                "value",
+            ]
+        },
+        compute=lambda ctx, levels: {"similarity": similarity_table(ctx, levels)},
+        settings=lambda cfg: {
+            "test_subset": cfg.analysis.similarity.test_subset,
+            "metrics": list(cfg.analysis.similarity.metrics),
+            "seed": cfg.seed,
+        },
+        levels=pruned_levels,
+        runs_network=True,
+    )
+)

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from prunescope.analysis.context import AnalysisContext
+from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.analysis.tables import COLUMNS
 
 
@@ -60,3 +61,50 @@ def sparsity_tables(ctx: AnalysisContext, levels: list[int]) -> dict[str, pd.Dat
         ),
         "dead_neurons": pd.DataFrame(dead_rows, columns=COLUMNS["dead_neurons"]),
     }
+
+
+register_analysis(
+    AnalysisSpec(
+        name="sparsity",
+        description="zeros per layer and stage, every neuron's fan-in sparsity, fully pruned neurons",
+        tables={
+            "sparsity_layers": [
+                "level",
+                "network_sparsity",
+                "stage",
+                "layer",
+                "weights",
+                "zeros",
+                "sparsity",
+            ],
+            "sparsity_stages": [
+                "level",
+                "network_sparsity",
+                "stage",
+                "weights",
+                "zeros",
+                "sparsity",
+            ],
+            "neuron_sparsity": [
+                "level",
+                "network_sparsity",
+                "stage",
+                "layer",
+                "neuron",
+                "fan_in",
+                "zeros",
+                "sparsity",
+            ],
+            "dead_neurons": [
+                "level",
+                "network_sparsity",
+                "stage",
+                "layer",
+                "neurons",
+                "fully_pruned",
+            ],
+        },
+        compute=sparsity_tables,
+        settings=lambda cfg: {},
+    )
+)

@@ -9,66 +9,15 @@ import pandas as pd
 from prunescope.errors import RunDirError
 from prunescope.rundir.layout import ANALYSIS, RunDir
 
-COLUMNS: dict[str, list[str]] = {
-    "accuracy": ["level", "network_sparsity", "test_accuracy", "test_loss"],
-    "sparsity_layers": [
-        "level",
-        "network_sparsity",
-        "stage",
-        "layer",
-        "weights",
-        "zeros",
-        "sparsity",
-    ],
-    "sparsity_stages": ["level", "network_sparsity", "stage", "weights", "zeros", "sparsity"],
-    "neuron_sparsity": [
-        "level",
-        "network_sparsity",
-        "stage",
-        "layer",
-        "neuron",
-        "fan_in",
-        "zeros",
-        "sparsity",
-    ],
-    "dead_neurons": ["level", "network_sparsity", "stage", "layer", "neurons", "fully_pruned"],
-    "weight_hist": ["level", "network_sparsity", "stage", "bin_low", "bin_high", "count"],
-    "zeroing": [
-        "level",
-        "network_sparsity",
-        "stage",
-        "layer",
-        "neuron",
-        "base_accuracy",
-        "accuracy",
-        "delta_accuracy",
-        "base_loss",
-        "loss",
-    ],
-    "zeroing_output": [
-        "level",
-        "network_sparsity",
-        "stage",
-        "layer",
-        "neuron",
-        "base_accuracy",
-        "accuracy",
-        "delta_accuracy",
-        "base_loss",
-        "loss",
-    ],
-    "bn_constants": ["level", "network_sparsity", "stage", "layer", "neuron", "constant"],
-    "similarity": [
-        "level",
-        "network_sparsity",
-        "reference",
-        "reference_level",
-        "stage",
-        "layer",
-        "metric",
-        "value",
-    ],
-}
+# The pinned columns of every table (DESIGN §5 and later): filled by the module that
+# writes each table (its analysis registers them), read by everything that reads one.
+COLUMNS: dict[str, list[str]] = {}
+
+
+def register_table(name: str, columns: list[str]) -> None:
+    if name in COLUMNS and COLUMNS[name] != list(columns):
+        raise ValueError(f"table {name!r} registered twice with other columns")
+    COLUMNS[name] = list(columns)
 
 
 # What each pinned column holds. Tables are read back from run directories that may
@@ -109,7 +58,16 @@ def write_table(rd: RunDir, name: str, df: pd.DataFrame) -> None:
     df = df.sort_values(
         [
             c
-            for c in ("level", "reference", "stage", "layer", "neuron", "metric", "bin_low")
+            for c in (
+                "level",
+                "reference",
+                "alpha",
+                "stage",
+                "layer",
+                "neuron",
+                "metric",
+                "bin_low",
+            )
             if c in cols
         ],
         kind="stable",

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from prunescope.analysis.context import AnalysisContext
+from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.analysis.tables import COLUMNS
 
 
@@ -53,3 +54,16 @@ def weight_hist_table(ctx: AnalysisContext, levels: list[int]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=COLUMNS["weight_hist"])
     return pd.concat(parts, ignore_index=True)
+
+
+register_analysis(
+    AnalysisSpec(
+        name="weights",
+        description="counts of surviving |w| per stage on shared log-spaced bins",
+        tables={
+            "weight_hist": ["level", "network_sparsity", "stage", "bin_low", "bin_high", "count"]
+        },
+        compute=lambda ctx, levels: {"weight_hist": weight_hist_table(ctx, levels)},
+        settings=lambda cfg: cfg.analysis.weights.model_dump(),
+    )
+)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
 from prunescope.analysis.bn_constant import bn_constants
+from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.analysis.tables import empty_table
 from prunescope.training.precision import autocast
 
@@ -316,3 +317,43 @@ def zeroing_tables(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:  # ctx: A
         name: pd.concat(parts, ignore_index=True) if parts else empty_table(name)
         for name, parts in out.items()
     }
+
+
+ZEROING_COLUMNS = [
+    "level",
+    "network_sparsity",
+    "stage",
+    "layer",
+    "neuron",
+    "base_accuracy",
+    "accuracy",
+    "delta_accuracy",
+    "base_loss",
+    "loss",
+]
+
+
+def _zeroing_levels(cfg, levels: list[int]) -> list[int]:
+    chosen = cfg.analysis.zeroing.levels
+    return levels if chosen == "all" else [lv for lv in levels if lv in chosen]
+
+
+register_analysis(
+    AnalysisSpec(
+        name="zeroing",
+        description="accuracy and loss with each neuron of every pruned layer zeroed (Alg. 2)",
+        tables={
+            "zeroing": ZEROING_COLUMNS,
+            "zeroing_output": ZEROING_COLUMNS,
+            "bn_constants": ["level", "network_sparsity", "stage", "layer", "neuron", "constant"],
+        },
+        compute=zeroing_tables,
+        settings=lambda cfg: {
+            "test_subset": cfg.analysis.zeroing.test_subset,
+            "mode": cfg.analysis.zeroing.mode,
+            "seed": cfg.seed,
+        },
+        levels=_zeroing_levels,
+        runs_network=True,
+    )
+)

@@ -24,6 +24,11 @@ class Section(BaseModel):
 
 class ModelSection(Section):
     name: str = Field("resnet20", description="a name from `prunescope models`")
+    init: Literal["fan_out", "fan_in", "torch_default"] = Field(
+        "fan_out",
+        description="convolution init: He by fan-out (default), He by fan-in (OpenLTH), or "
+        "PyTorch's default (what code without an explicit init gets)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -91,7 +96,7 @@ class TrainSection(Section):
             return v
         if v in ("true", "false"):
             return v == "true"
-        raise ValueError(f"must be true, false or \"auto\", got {v!r}")
+        raise ValueError(f'must be true, false or "auto", got {v!r}')
 
     @model_validator(mode="before")
     @classmethod
@@ -120,7 +125,12 @@ class ImpSection(Section):
     )
     pretrain_epochs: int = Field(5, ge=0, description="epochs before the rewind point")
     train_epochs: int = Field(150, ge=1, description="epochs trained at every level")
-    rewind: Literal["weights", "init"] = "weights"
+    rewind: Literal["weights", "init", "lr", "finetune"] = Field(
+        "weights",
+        description="weights: rewind to the pretrain point (the paper); init: to the "
+        "initialisation; lr: keep the trained weights, replay the lr schedule from the rewind "
+        "epoch (Renda et al. 2020); finetune: keep them, train at the final lr",
+    )
     exclude: list[str] | None = Field(
         None, description="module names never pruned (default: the model's classifier)"
     )
@@ -164,8 +174,20 @@ class WeightsFields(Section):
         return self
 
 
+class ConnectivityFields(Section):
+    # 5 points (alpha = 0, .25, .5, .75, 1) find a barrier in the middle of the path at a
+    # fifth of the cost of 21; raise it for a finer path.
+    points: int = Field(5, ge=2, le=101, description="evenly spaced points from alpha 0 to 1")
+    bn_images: int = Field(
+        1000, gt=0, description="training images that BatchNorm statistics are re-estimated on"
+    )
+    test_subset: int | None = Field(None, gt=0)
+    batch_size: int = Field(250, gt=0)
+
+
 class AnalysisSection(Section):
     zeroing: ZeroingSection = Field(default_factory=ZeroingSection)
+    connectivity: ConnectivityFields = Field(default_factory=ConnectivityFields)
     similarity: SimilarityFields = Field(default_factory=SimilarityFields)
     weights: WeightsFields = Field(default_factory=WeightsFields)
 

@@ -72,8 +72,19 @@ def check_stages(model: nn.Module) -> None:
         )
 
 
+# Initialisation schemes (model.init). IMP ranks magnitudes that, with an early rewind
+# point, still carry the initial scale, so the scheme can decide which layers are pruned
+# first: He init scaled by fan-out (this project's default, as torchvision's ResNets) gives
+# the stem and stride-2 convolutions small weights; by fan-in (OpenLTH) it does not.
+INITS = ("fan_out", "fan_in", "torch_default")
+
+
 def build_model(
-    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    init: str = "fan_out",
 ) -> nn.Module:
     """Build a registered model. Its ``stages`` attribute maps stage name to layer names."""
     spec = model_spec(name)
@@ -84,7 +95,26 @@ def build_model(
         )
     model = spec.factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     check_stages(model)
+    if init != "fan_out":  # the models initialise themselves by fan-out
+        reinitialise(model, init)
     return model
+
+
+def reinitialise(model: nn.Module, init: str) -> None:
+    """``fan_in``: He-normal convolutions scaled by fan-in (as OpenLTH); ``torch_default``:
+    every Conv/Linear/BatchNorm as PyTorch creates it (Kaiming-uniform, a=√5), what code that
+    does not initialise explicitly trains from."""
+    if init not in INITS:
+        raise UserInputError(f"unknown model.init {init!r}; choose one of {', '.join(INITS)}")
+    for m in model.modules():
+        if init == "torch_default" and isinstance(
+            m, nn.Conv2d | nn.Linear | nn.BatchNorm1d | nn.BatchNorm2d
+        ):
+            m.reset_parameters()
+        elif init == "fan_in" and isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -55,9 +55,10 @@ class RegNetX(nn.Module):
         strides: tuple[int, ...] = (1, 2, 2, 2),
         num_classes: int = 10,
         in_channels: int = 3,
+        stem_stride: int = 1,
     ):
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, stem_width, 3, padding=1, bias=False)
+        self.stem = nn.Conv2d(in_channels, stem_width, 3, stride=stem_stride, padding=1, bias=False)
         self.stem_bn = nn.BatchNorm2d(stem_width)
         self.stem_relu = nn.ReLU()
         stages: dict[str, list[str]] = {"stem": ["stem"]}
@@ -100,4 +101,33 @@ def regnetx_200mf(num_classes: int, in_channels: int, image_size: int) -> nn.Mod
         group_width=8,
         num_classes=num_classes,
         in_channels=in_channels,
+    )
+
+
+@register_model(
+    "regnetx_200mf_nogroups",
+    description="RegNetX-200MF widths and depths without grouped convolutions, stride-2 stem "
+    "(the paper's original code)",
+    classifier=("fc",),
+    min_image_size=32,
+)
+def regnetx_200mf_nogroups(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The RegNetX that the paper's numbers came from, as its authors' earlier public code
+    (jamilgafur/LTH) is described: RegNetX-200MF's depths 1/1/4/7 and widths 24/56/152/368
+    (Radosavovic et al. 2020, pycls), bottleneck ratio 1, but every convolution ungrouped
+    (group width = the block's width) and the ImageNet stem's stride 2. The stage strides are
+    pycls's (each stage halves the resolution: 32 px in, 1 px after stage 4), since the
+    description names only the stem's; the stem keeps pycls's 32 channels. With no groups the
+    second convolution of each block has width/8 = 3-46x the weights of ``regnetx_200mf``'s, which is
+    why the paper's finding on RegNetX's sparse second convolutions is worth checking on both.
+    """
+    widths = (24, 56, 152, 368)
+    return RegNetX(
+        (1, 1, 4, 7),
+        widths,
+        group_width=max(widths),  # one group: groups = width // min(group_width, width) = 1
+        num_classes=num_classes,
+        in_channels=in_channels,
+        stem_stride=2,
+        strides=(2, 2, 2, 2),
     )

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from prunescope.analysis.registry import analyses
 from prunescope.analysis.tables import COLUMNS, has_table, read_table
 from prunescope.config import Config
 from prunescope.errors import RunDirError
 from prunescope.report import findings as F
 from prunescope.report.figures import (
     accuracy,
+    connectivity,
+    controls,
     neuron_sparsity,
     similarity,
     stage_sparsity,
@@ -22,6 +25,7 @@ from prunescope.report.figures import (
 )
 from prunescope.report.figures.common import FigureFile, FigureInputs, RunSeries
 from prunescope.report.page import render_page
+from prunescope.report.replicates import accuracy_band, replicate_groups, require_replicates
 from prunescope.report.runs import run_labels
 from prunescope.rundir.atomic import atomic_write_bytes, json_bytes, sha256_file
 from prunescope.rundir.files import check_not_symlink
@@ -38,6 +42,8 @@ FIGURES = [
     (neuron_sparsity, ("neuron_sparsity",)),
     (zeroing, ("zeroing", "zeroing_output")),
     (similarity, ("similarity",)),
+    (connectivity, ("connectivity",)),
+    (controls, ("accuracy",)),  # draws nothing without control branches
 ]
 
 
@@ -62,26 +68,90 @@ def stage_order(rd: RunDir, cfg: Config, tables: dict[str, pd.DataFrame]) -> lis
 
 def missing_analyses(tables: dict[str, pd.DataFrame]) -> list[str]:
     """The analyses whose figures cannot be drawn yet, in registry order."""
-    from prunescope.analysis.runner import ANALYSES
-
     empty = {
         t for _, needs in FIGURES if not any(has_rows(tables, n) for n in needs) for t in needs
     }
-    return [name for name, spec in ANALYSES.items() if empty & set(spec.tables)]
+    return [name for name, spec in analyses().items() if spec.default and empty & set(spec.tables)]
 
 
 def has_rows(tables: dict[str, pd.DataFrame], name: str) -> bool:
     return name in tables and not tables[name].empty
 
 
-def run_series(run_dirs: list[Path], rd: RunDir, cfg: Config, margin: float) -> list[RunSeries]:
-    """The runs overlaid on the accuracy figure, labelled by the settings that differ."""
-    opened = [(rd, cfg) if path == run_dirs[0] else open_run_dir(path) for path in run_dirs]
+def open_runs(run_dirs: list[Path], rd: RunDir, cfg: Config) -> list[tuple[RunDir, Config]]:
+    return [(rd, cfg) if path == run_dirs[0] else open_run_dir(path) for path in run_dirs]
+
+
+def run_series(
+    run_dirs: list[Path],
+    opened: list[tuple[RunDir, Config]],
+    margin: float,
+    replicates: bool = False,
+) -> list[RunSeries]:
+    """The runs overlaid on the accuracy figure: runs that differ only in the seed as one
+    replicate group (mean and 95% band), each labelled by the settings that differ."""
+    cfgs = [c for _, c in opened]
+    if replicates:
+        require_replicates(run_dirs, cfgs)
+    groups = replicate_groups(cfgs)
+    labels = run_labels([run_dirs[g[0]] for g in groups], [cfgs[g[0]] for g in groups])
+    out = []
+    for label, group in zip(labels, groups, strict=True):
+        accs = [read_table(opened[i][0], "accuracy") for i in group]
+        if len(group) == 1:
+            out.append(RunSeries(label, accs[0], F.critical_sparsity(accs[0], margin)))
+            continue
+        band = accuracy_band(accs)
+        mean = band[COLUMNS["accuracy"]]
+        seeds = ", ".join(str(cfgs[i].seed) for i in group)
+        out.append(
+            RunSeries(
+                f"{label} (mean of seeds {seeds})" if label else f"mean of seeds {seeds}",
+                mean,
+                F.critical_sparsity(mean, margin),
+                band=band,
+                replicates=len(group),
+            )
+        )
+    return out
+
+
+def control_tables(rd: RunDir) -> dict[str, dict[str, pd.DataFrame]]:
+    """The tables of the run's control branches (those with at least one level)."""
+    from prunescope.branch import branch_dirs
+
+    out = {}
+    for path in branch_dirs(rd.root):
+        branch_rd, _ = open_run_dir(path)
+        tables = load_tables(branch_rd)
+        if has_rows(tables, "accuracy"):
+            out[path.name] = tables
+    return out
+
+
+def control_series(branches: dict[str, dict[str, pd.DataFrame]], margin: float) -> list[RunSeries]:
+    return [
+        RunSeries(
+            f"control: {kind}",
+            t["accuracy"],
+            F.critical_sparsity(t["accuracy"], margin),
+            control=True,
+        )
+        for kind, t in branches.items()
+    ]
+
+
+def run_summaries(
+    run_dirs: list[Path], opened: list[tuple[RunDir, Config]], margin: float
+) -> list[dict]:
+    """Every run's own findings (for the table that gives each finding per run and seed)."""
     labels = run_labels(run_dirs, [c for _, c in opened])
     out = []
-    for label, (other_rd, _) in zip(labels, opened, strict=True):
-        acc = read_table(other_rd, "accuracy")
-        out.append(RunSeries(label, acc, F.critical_sparsity(acc, margin)))
+    for label, (other_rd, other_cfg) in zip(labels, opened, strict=True):
+        tables = load_tables(other_rd)
+        order = stage_order(other_rd, other_cfg, tables)
+        summary = F.all_findings(tables, order, list(other_cfg.imp.exclude or []), margin)
+        out.append({"label": label, "seed": other_cfg.seed, "headline": F.headline(summary)})
     return out
 
 
@@ -93,14 +163,23 @@ def draw_figures(inputs: FigureInputs, out: Path) -> list[FigureFile]:
     return figures
 
 
-def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> dict:
+def build_report(
+    run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config, replicates: bool = False
+) -> dict:
     tables = load_tables(rd)
     if not has_rows(tables, "accuracy"):
         raise RunDirError(f"{rd.root} has no completed level to report on")
     order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
     summary = F.all_findings(tables, order, list(cfg.imp.exclude or []), margin)
-    runs = run_series(run_dirs, rd, cfg, margin)
+    opened = open_runs(run_dirs, rd, cfg)
+    branches = control_tables(rd)
+    if branches:
+        summary["controls"] = F.controls_finding(
+            tables["accuracy"], branches, order, list(cfg.imp.exclude or [])
+        )
+    runs = run_series(run_dirs, opened, margin, replicates) + control_series(branches, margin)
+    per_run = run_summaries(run_dirs, opened, margin) if len(run_dirs) > 1 else []
     inputs = FigureInputs(
         tables,
         order,
@@ -109,6 +188,7 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
         runs,
         tuple(cfg.report.hist_sparsities),
         cfg.analysis.zeroing.mode,
+        branches,
     )
     figures = draw_figures(inputs, out)
     missing = missing_analyses(tables)
@@ -125,7 +205,11 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "findings": summary,
-        "runs": [{"label": r.label, "critical_sparsity": r.critical} for r in runs],
+        "runs": [
+            {"label": r.label, "critical_sparsity": r.critical, "replicates": r.replicates}
+            for r in runs
+        ],
+        "per_run": per_run,
         "missing_analyses": missing,
         "figures": [
             {
@@ -139,7 +223,7 @@ def build_report(run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config) -> di
     }
     atomic_write_bytes(out / "summary.json", json_bytes(summary_doc))
     config_text = rd.read_text(CONFIG)
-    html = render_page(rd, cfg, config_text, tables, summary, runs, figures, out, missing)
+    html = render_page(rd, cfg, config_text, tables, summary, runs, figures, out, missing, per_run)
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))
     return summary_doc
 
@@ -160,12 +244,14 @@ def record_report(rd: RunDir, out: Path, run_dirs: list[Path]) -> None:
     rd.save_manifest()
 
 
-def report_into_run(rd: RunDir, cfg: Config, run_dirs: list[Path]) -> Path:
+def report_into_run(
+    rd: RunDir, cfg: Config, run_dirs: list[Path], replicates: bool = False
+) -> Path:
     """Build ``RUN_DIR/report`` and record its files; the caller holds the run's lock."""
     target = rd.root / REPORT
     for folder in (target, target / "figures"):
         check_not_symlink(folder, "its report")
-    build_report(run_dirs, target, rd, cfg)
+    build_report(run_dirs, target, rd, cfg, replicates)
     record_report(rd, target, run_dirs)
     return target
 
@@ -186,16 +272,18 @@ def rebuild_stale_report(rd: RunDir, cfg: Config) -> Path | None:
     return target
 
 
-def make_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
+def make_report(
+    run_dirs: list[str | Path], out: str | Path | None = None, replicates: bool = False
+) -> Path:
     paths = [Path(p) for p in run_dirs]
     primary = paths[0]
     if out is None or Path(out).resolve() == (primary / REPORT).resolve():
         with WriteSession(primary, create=False) as session:
-            target = report_into_run(session.rd, session.cfg, paths)
+            target = report_into_run(session.rd, session.cfg, paths, replicates)
     else:
         target = Path(out)
         rd, cfg = open_run_dir(primary)
-        build_report(paths, target, rd, cfg)
+        build_report(paths, target, rd, cfg, replicates)
     index = target / "index.html"
     log.info("report: %s", index)
     return index

@@ -304,6 +304,50 @@ def similarity_finding(
     }
 
 
+# Frankle et al. (2020) call two networks linearly connected (in one basin) when the error
+# barrier on the line between them is below 2 points of accuracy.
+CONNECTED_ERROR_BARRIER = 0.02
+
+
+def connectivity_finding(conn: pd.DataFrame, critical_level: int | None = None) -> dict[str, Any]:
+    """Per level and reference: the loss barrier (pinned definition) and the error barrier (the
+    accuracy lost at the worst point of the path below the mean of its ends)."""
+    per_level = []
+    for (level, reference), g in conn.groupby(["level", "reference"]):
+        g = g.sort_values("alpha")
+        loss, acc = g["test_loss"].to_numpy(), g["test_accuracy"].to_numpy()
+        per_level.append(
+            {
+                "level": int(level),
+                "reference": reference,
+                "network_sparsity": float(g["network_sparsity"].iloc[0]),
+                "loss_barrier": _f(loss.max() - (loss[0] + loss[-1]) / 2),
+                "error_barrier": _f((acc[0] + acc[-1]) / 2 - acc.min()),
+            }
+        )
+    out: dict[str, Any] = {"per_level": per_level, "threshold": CONNECTED_ERROR_BARRIER}
+    for reference in ("previous", "baseline"):
+        rows = [
+            p
+            for p in per_level
+            if p["reference"] == reference
+            and (critical_level is None or p["level"] < critical_level)
+        ]
+        worst = max(rows, key=lambda p: p["loss_barrier"] or 0.0) if rows else None
+        out[reference] = {
+            "levels_considered": len(rows),
+            "levels_connected": sum(
+                1 for p in rows if (p["error_barrier"] or 0.0) <= CONNECTED_ERROR_BARRIER
+            ),
+            "max_loss_barrier": worst["loss_barrier"] if worst else None,
+            "max_loss_barrier_level": worst["level"] if worst else None,
+            "max_error_barrier": _f(max((p["error_barrier"] or 0.0) for p in rows))
+            if rows
+            else None,
+        }
+    return out
+
+
 def all_findings(
     tables: dict[str, pd.DataFrame], stage_order: list[str], exclude: list[str], margin: float
 ) -> dict[str, Any]:
@@ -327,9 +371,77 @@ def all_findings(
         and not tables.get("zeroing_output", pd.DataFrame()).empty
     ):
         out["zeroing_modes"] = zeroing_modes_finding(tables["zeroing"], tables["zeroing_output"])
+    if not tables.get("connectivity", pd.DataFrame()).empty:
+        out["connectivity"] = connectivity_finding(tables["connectivity"], level)
     if "similarity" in tables:
         out["similarity_to_baseline"] = {
             m: similarity_finding(tables["similarity"], stage_order, m, level)
             for m in sorted(tables["similarity"]["metric"].unique())
         }
     return out
+
+
+def controls_finding(
+    accuracy: pd.DataFrame,
+    controls: dict[str, dict[str, pd.DataFrame]],
+    stage_order: list[str],
+    exclude: list[str],
+) -> dict[str, Any]:
+    """Each control branch against IMP: the accuracy gap (control − IMP) per pruned level, and,
+    where it has sparsity tables, whether its later stages are pruned more too."""
+    imp = accuracy.set_index("level")["test_accuracy"]
+    out: dict[str, Any] = {}
+    for kind, tables in controls.items():
+        acc = tables["accuracy"].set_index("level")
+        levels = [int(lv) for lv in acc.index if lv > 0 and lv in imp.index]
+        gaps = [
+            {
+                "level": lv,
+                "network_sparsity": float(acc.loc[lv, "network_sparsity"]),
+                "gap": float(acc.loc[lv, "test_accuracy"] - imp[lv]),
+            }
+            for lv in levels
+        ]
+        entry: dict[str, Any] = {
+            "per_level": gaps,
+            "mean_gap": _f(np.mean([g["gap"] for g in gaps])) if gaps else None,
+            "last": gaps[-1] if gaps else None,
+            "levels_below_imp": sum(1 for g in gaps if g["gap"] < 0),
+        }
+        if "sparsity_layers" in tables and not tables["sparsity_layers"].empty:
+            st = stage_order_finding(tables["sparsity_layers"], stage_order, exclude)
+            entry["stage_mean_rho"] = st["mean_rho"]
+            entry["stage_sparsity_last"] = (
+                st["per_level"][-1]["stage_sparsity"] if st["per_level"] else {}
+            )
+        out[kind] = entry
+    return out
+
+
+def headline(summary: dict[str, Any]) -> dict[str, float | None]:
+    """One number per finding, to compare runs and seeds side by side."""
+    crit = summary.get("critical_sparsity") or {}
+    st = summary.get("later_stages_pruned_more") or {}
+    dn = summary.get("fully_pruned_neurons") or {}
+    zs = (summary.get("zeroing_spread") or {}).get("spreads") or {}
+    cka = (summary.get("similarity_to_baseline") or {}).get("cka") or {}
+    conn = (summary.get("connectivity") or {}).get("previous") or {}
+
+    def share(num: int | None, den: int | None) -> float | None:
+        return None if not den else (num or 0) / den
+
+    return {
+        "critical_sparsity": crit.get("network_sparsity"),
+        "stage_rho": st.get("mean_rho"),
+        "stage_rises_share": share(
+            st.get("levels_later_stages_pruned_more"), st.get("levels_considered")
+        ),
+        "fully_pruned_last": dn.get("last_level_fully_pruned"),
+        "zeroing_std_rho": (zs.get("std") or {}).get("rho"),
+        "zeroing_iqr_rho": (zs.get("iqr") or {}).get("rho"),
+        "cka_rho": cka.get("mean_rho"),
+        "cka_falls_share": share(
+            cka.get("levels_later_stages_less_similar"), cka.get("levels_considered")
+        ),
+        "connected_share": share(conn.get("levels_connected"), conn.get("levels_considered")),
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,54 @@ def runs_table(runs: list[RunSeries]) -> str:
     )
 
 
+HEADLINES = {
+    "critical_sparsity": ("critical sparsity", "pct"),
+    "stage_rho": ("1: mean ρ stage vs sparsity", "num"),
+    "stage_rises_share": ("1: levels where later stages are pruned more", "pct"),
+    "fully_pruned_last": ("2: fully pruned neurons, last level", "int"),
+    "zeroing_std_rho": ("3: ρ sparsity vs zeroing std", "num"),
+    "zeroing_iqr_rho": ("3: ρ sparsity vs zeroing IQR", "num"),
+    "cka_rho": ("4: mean ρ stage vs CKA", "num"),
+    "cka_falls_share": ("4: levels where later stages are less similar", "pct"),
+    "connected_share": ("levels in one basin with the previous", "pct"),
+}
+
+
+def _cell(value: float | None, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    return pct(value, 0) if kind == "pct" else str(int(value)) if kind == "int" else f"{value:.2f}"
+
+
+def per_run_table(per_run: list[dict]) -> str:
+    """Each finding's headline number per run (and seed), with mean ± sd over the runs."""
+    if len(per_run) < 2:
+        return ""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in HEADLINES.values())
+    rows = []
+    for r in per_run:
+        cells = "".join(
+            f"<td>{_cell(r['headline'].get(k), kind)}</td>" for k, (_, kind) in HEADLINES.items()
+        )
+        rows.append(f"<tr><td>{html.escape(r['label'])} (seed {r['seed']})</td>{cells}</tr>")
+    spread = []
+    for k, (_, kind) in HEADLINES.items():
+        values = [r["headline"].get(k) for r in per_run if r["headline"].get(k) is not None]
+        if len(values) < 2:
+            spread.append("<td></td>")
+            continue
+        mean, sd = statistics.fmean(values), statistics.stdev(values)
+        spread.append(
+            f"<td>{_cell(mean, kind)} ± {_cell(sd, kind if kind != 'int' else 'num')}</td>"
+        )
+    rows.append(f"<tr><td><b>mean ± sd</b></td>{''.join(spread)}</tr>")
+    return (
+        "<h2>Findings per run</h2><p>Each run's own findings (computed as above on its tables); "
+        "for replicates, the spread over seeds.</p>"
+        f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
 def figures_html(figures: list[FigureFile], out: Path, missing: list[str], run_dir: Path) -> str:
     figs = "\n".join(
         f'<figure id="{html.escape(f.name)}"><img src="{html.escape(os.path.relpath(f.png, out))}" '
@@ -100,6 +149,7 @@ def render_page(
     figures: list[FigureFile],
     out: Path,
     missing: list[str] | None = None,
+    per_run: list[dict] | None = None,
 ) -> str:
     from prunescope import __version__
 
@@ -131,6 +181,7 @@ does not narrow; representations stay similar to the dense network.</p>
 {level_rows(rd, tables, crit.get("level"))}
 </table>
 {runs_table(runs)}
+{per_run_table(per_run or [])}
 <h2>Figures</h2>
 {figures_html(figures, out, missing or [], rd.root)}
 <h2>Config</h2>

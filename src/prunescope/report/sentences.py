@@ -165,6 +165,48 @@ def similarity_finding(metric: str, sm: dict[str, Any]) -> Finding:
     )
 
 
+def connectivity_finding(cf: dict[str, Any]) -> Finding:
+    """The paper's hypothesis that pruned networks find "a similar basin", tested."""
+    prev, base = cf["previous"], cf["baseline"]
+    threshold = 100 * cf["threshold"]
+    return (
+        "One basin? (linear mode connectivity):",
+        f"On the straight line between each level and the previous one (BatchNorm re-estimated "
+        f"at every point), the error barrier is at most {threshold:g} points (Frankle et al.'s "
+        f"criterion for one basin) at {prev['levels_connected']} of "
+        f"{plural(prev['levels_considered'], 'level')}; the largest loss barrier is "
+        f"{num(prev['max_loss_barrier'], 3)} (level {prev['max_loss_barrier_level']}) and the "
+        f"largest error barrier {num(100 * prev['max_error_barrier'] if prev['max_error_barrier'] is not None else None)} "
+        f"points. To the dense network: {base['levels_connected']} of "
+        f"{plural(base['levels_considered'], 'level')} within {threshold:g} points (largest loss "
+        f"barrier {num(base['max_loss_barrier'], 3)} at level {base['max_loss_barrier_level']}).",
+    )
+
+
+def controls_finding(controls: dict[str, Any]) -> Finding:
+    parts = []
+    for kind, c in controls.items():
+        if not c["per_level"]:
+            continue
+        last = c["last"]
+        part = (
+            f"{kind} is {num(100 * abs(last['gap']))} points "
+            f"{'below' if last['gap'] < 0 else 'above'} IMP at level {last['level']} "
+            f"({pct(last['network_sparsity'])} sparse; mean gap {num(100 * c['mean_gap'])} points, "
+            f"below IMP at {c['levels_below_imp']} of {plural(len(c['per_level']), 'level')})"
+        )
+        if c.get("stage_mean_rho") is not None and kind == "random_global":
+            part += (
+                f"; its stages are pruned alike (mean ρ between stage position and sparsity "
+                f"{num(c['stage_mean_rho'])})"
+            )
+        parts.append(part)
+    return (
+        "Controls (same data order, schedule and sparsities):",
+        "; ".join(parts) + ". A negative gap is what IMP's own masks and weights buy.",
+    )
+
+
 def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list[Finding]:
     """Every finding the summary holds, in the paper's order."""
     crit = summary["critical_sparsity"]
@@ -181,4 +223,8 @@ def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list
         sm = (summary.get("similarity_to_baseline") or {}).get(metric)
         if sm and sm["levels_considered"]:
             out.append(similarity_finding(metric, sm))
+    if (cf := summary.get("connectivity")) and cf["previous"]["levels_considered"]:
+        out.append(connectivity_finding(cf))
+    if controls := summary.get("controls"):
+        out.append(controls_finding(controls))
     return out

@@ -52,6 +52,7 @@ RelPath = Annotated[str, AfterValidator(check_relative_path)]
 Number = StrictFloat | StrictInt
 Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
 LevelKey = Annotated[str, Field(pattern=r"^\d{2,3}$")]
+LevelNumber = Annotated[str, Field(pattern=r"^\d{1,3}$")]
 
 
 class Record(BaseModel):
@@ -91,6 +92,11 @@ class CheckpointRecord(Record):
     epoch: Annotated[StrictInt, Field(ge=0)]
 
 
+class BranchRecord(Record):
+    kind: StrictStr
+    parent_masks: dict[LevelNumber, Sha256]
+
+
 class EnvironmentRecord(Record):
     prunescope: StrictStr | None = None
     device: StrictStr | None = None
@@ -114,6 +120,7 @@ class ManifestSchema(Record):
     config: dict[str, Any] | None = None
     data_fingerprint: dict[str, Any] | None = None
     report_runs: list[StrictStr] | None = None
+    branch: BranchRecord | None = None
 
 
 def _depth(obj: Any) -> int:

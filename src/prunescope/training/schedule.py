@@ -35,11 +35,16 @@ def make_scheduler(
     steps_per_epoch: int,
     total_epochs: int,
     cfg: TrainSection,
+    hold_at: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler positioned at ``start_step`` of the whole schedule."""
+    """A per-step scheduler positioned at ``start_step`` of the whole schedule, or held at
+    the factor of step ``hold_at`` (fine-tuning at the final learning rate)."""
     for group in optimizer.param_groups:
         # a restored optimizer carries the last step's lr; the schedule is always relative to cfg.lr
         group["initial_lr"] = cfg.lr
+    if hold_at is not None:
+        held = lr_factor(hold_at, steps_per_epoch, total_epochs, cfg)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: held)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda k: lr_factor(start_step + k, steps_per_epoch, total_epochs, cfg),

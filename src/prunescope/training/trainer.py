@@ -123,13 +123,15 @@ class Trainer:
     def new_optimizer(self) -> torch.optim.SGD:
         return make_optimizer(self.model, self.cfg.train)
 
-    def scheduler(self, optimizer: torch.optim.Optimizer, epoch: int):
+    def scheduler(self, optimizer: torch.optim.Optimizer, epoch: int, final_lr: bool = False):
+        """The schedule positioned at ``epoch``; ``final_lr`` holds it at its last step's value."""
         return make_scheduler(
             optimizer,
             epoch * self.steps_per_epoch,
             self.steps_per_epoch,
             self.total_epochs,
             self.cfg.train,
+            hold_at=self.total_epochs * self.steps_per_epoch - 1 if final_lr else None,
         )
 
     def train_epoch(
@@ -204,14 +206,16 @@ class Trainer:
         on_epoch: Callable[[EpochResult], None] | None = None,
         desc: str = "",
         first_epoch: int | None = None,
+        final_lr: bool = False,
     ) -> list[EpochResult]:
         """Train epochs ``start_epoch .. end_epoch-1`` of the schedule.
 
         ``first_epoch`` (default ``start_epoch``) is where the phase began: epochs are
-        numbered from it in the bar and in messages.
+        numbered from it in the bar and in messages. ``final_lr``: at the schedule's last
+        learning rate throughout (fine-tuning).
         """
         origin = start_epoch if first_epoch is None else first_epoch
-        scheduler = self.scheduler(optimizer, start_epoch)
+        scheduler = self.scheduler(optimizer, start_epoch, final_lr)
         results = []
         for epoch in range(start_epoch, end_epoch):
             number = f"epoch {epoch + 1 - origin} of {end_epoch - origin}"

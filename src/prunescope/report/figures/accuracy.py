@@ -25,11 +25,22 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         (line,) = ax.plot(
             acc["network_sparsity"],
             100 * acc["test_accuracy"],
-            marker="o",
+            marker="s" if run.control else "o",
             ms=3,
-            lw=1.2,
+            lw=1.0 if run.control else 1.3,
+            ls="--" if run.control else "-",
             label=run.label,
         )
+        if run.band is not None:
+            b = run.band.sort_values("level")
+            ax.fill_between(
+                b["network_sparsity"],
+                100 * b["low"],
+                100 * b["high"],
+                color=line.get_color(),
+                alpha=0.2,
+                lw=0,
+            )
         if run.critical.get("level") is not None:
             ax.plot(
                 [run.critical["network_sparsity"]],
@@ -59,6 +70,17 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             "accuracy",
             "Test accuracy against network sparsity (paper Fig. 4). The x axis is logarithmic in "
             "the weights remaining (top axis), so every pruning level of a fixed rate is one "
-            f"equal step; {where}.",
+            f"equal step; {where}.{_extras(inp)}",
         )
     ]
+
+
+def _extras(inp: FigureInputs) -> str:
+    out = ""
+    if any(r.band is not None for r in inp.runs):
+        out += " Replicates (runs that differ only in the seed) are drawn as their mean with a "
+        out += "shaded 95% confidence band (Student's t over the seeds)."
+    if any(r.control for r in inp.runs):
+        out += " Dashed: control branches of the first run, trained with its data order and "
+        out += "schedule at its sparsities."
+    return out

@@ -56,11 +56,14 @@ plt.rcParams.update(
 
 @dataclass
 class RunSeries:
-    """One run (or one group of replicates) on an overlaid figure."""
+    """One run (or one group of replicates, or a control branch) on an overlaid figure."""
 
     label: str
-    accuracy: pd.DataFrame  # the pinned accuracy table
+    accuracy: pd.DataFrame  # the pinned accuracy table (the mean over replicates)
     critical: dict
+    band: pd.DataFrame | None = None  # replicates: level, low, high (95% interval)
+    replicates: int = 1
+    control: bool = False  # a control branch of the first run
 
 
 @dataclass
@@ -74,6 +77,7 @@ class FigureInputs:
     runs: list[RunSeries] = field(default_factory=list)
     targets: tuple[float, ...] = PAPER_SPARSITIES
     zeroing_mode: str = "weights"
+    controls: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # kind -> tables
 
 
 @dataclass
