@@ -184,6 +184,7 @@ def test_replicate_grouping_refuses_runs_that_differ_in_more_than_the_seed():
     b = build_config(preset="cpu-resnet20-cifar10", overrides=["seed=1", "data.root=/else"])
     c = build_config(preset="cpu-resnet20-cifar10", overrides=["seed=2", "train.lr=0.1"])
     assert replicate_groups([a, b, c]) == [[0, 1], [2]]
+    assert replicate_groups([a, a]) == [[0], [1]]  # the same run twice is not two seeds
     require_replicates([Path("a"), Path("b")], [a, b])  # data.root never matters
     with pytest.raises(UserInputError, match=r"c is not a replicate of a: .* differ in train.lr"):
         require_replicates([Path("a"), Path("b"), Path("c")], [a, b, c])

@@ -133,7 +133,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_branch(args: argparse.Namespace) -> int:
     from prunescope.runner import run_branch
 
-    root = run_branch(args.run_dir, args.kind, analyze=not args.no_analyze)
+    root = run_branch(
+        args.run_dir, args.kind, analyze=not args.no_analyze, overrides=tuple(args.overrides)
+    )
     print(root)
     return 0
 
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sparsity)",
     )
     p.add_argument("--no-analyze", action="store_true", help="train only")
+    add_set_arg(
+        p, "change where or how fast it runs, e.g. --set threads=1 (the run's own settings stay)"
+    )
     p.set_defaults(func=cmd_branch)
 
     p = sub.add_parser(

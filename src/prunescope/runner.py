@@ -113,16 +113,26 @@ def analyze(
         rebuild_stale_report(session.rd, session.cfg)
 
 
-def run_branch(run_dir: str | Path, kind_name: str, *, analyze: bool = True) -> Path:
+def run_branch(
+    run_dir: str | Path,
+    kind_name: str,
+    *,
+    analyze: bool = True,
+    overrides: tuple[str, ...] = (),
+) -> Path:
     """``prunescope branch RUN KIND``: train (or resume) a control branch of a complete run,
-    analyse it, and rebuild the run's report with the control beside it."""
+    analyse it, and rebuild the run's report with the control beside it. ``overrides`` may
+    change only what a resume may (threads, device, data.root, analysis settings)."""
     from prunescope.branch import BranchIMP, branch_dir, branch_kind, check_parent_complete
+    from prunescope.rundir.session import resumable_changes
 
     kind = branch_kind(kind_name)
     with WriteSession(run_dir, create=False) as parent:
         check_parent_complete(parent.rd, parent.cfg)
+        cfg = ConfigRequest(overrides=tuple(overrides)).build(parent.cfg)
+        resumable_changes(parent.cfg, cfg, "a branch keeps its run's settings")
         root = branch_dir(parent.rd.root, kind.name)
-        with WriteSession(root, parent.cfg, preflight=check_runnable) as session:
+        with WriteSession(root, cfg, preflight=check_runnable) as session:
             cfg, rd = session.cfg, session.rd
             same_data_as_parent(parent.rd, session.prepared)
             check_data(rd, session.prepared)

@@ -39,7 +39,8 @@ def replicate_groups(cfgs: list[Config]) -> list[list[int]]:
     groups: list[list[int]] = []
     for i, cfg in enumerate(cfgs):
         for g in groups:
-            if not differences_beyond_seed(cfgs[g[0]], cfg):
+            new_seed = all(cfgs[j].seed != cfg.seed for j in g)  # the same run twice is not two
+            if new_seed and not differences_beyond_seed(cfgs[g[0]], cfg):
                 g.append(i)
                 break
         else:

@@ -67,6 +67,17 @@ def _resumable(key: str) -> bool:
     return _matches(key, RESUMABLE_KEYS)
 
 
+def resumable_changes(stored: Config, cfg: Config, why: str) -> list[str]:
+    """The keys ``cfg`` changes, refused unless every one may change on a resume."""
+    diff = config_differences(stored, cfg)
+    fixed = [k for k in diff if not _resumable(k)]
+    if fixed:
+        raise UserInputError(
+            f"--set {', '.join(fixed)}: {why} (only where and how fast it runs may change)"
+        )
+    return diff
+
+
 def open_run_dir(root: str | Path) -> tuple[RunDir, Config]:
     """Read-only access: the verified manifest and config of an existing run."""
     rd = RunDir(root)
