@@ -56,9 +56,12 @@ class Variant:
     first_call: float = 0.0
 
 
-def plain_loop(model, batches):
-    """The reference: fp32, eager, no masks."""
+def plain_loop(model, batches, channels_last: bool = False):
+    """The reference: fp32, eager, no masks (optionally in channels_last, as prunescope)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
     it = iter(batches * 1000)
 
     def run(steps: int) -> float:
@@ -143,7 +146,10 @@ def main() -> None:
         m.load_state_dict(base.state_dict())
         return m
 
-    variants = [Variant("plain fp32 loop", plain_loop(fresh(), batches))]
+    variants = [
+        Variant("plain fp32 loop", plain_loop(fresh(), batches)),
+        Variant("plain fp32 loop, channels_last", plain_loop(fresh(), batches, True)),
+    ]
     settings = [("fp32", False), ("bf16", False)]
     if not args.no_compile:
         settings += [("fp32", True), ("bf16", True)]
@@ -172,6 +178,7 @@ def main() -> None:
                 F.cross_entropy(out.float(), y).backward()
             flops[precision] = counter.get_total_flops()
     variants[0].run(1)
+    variants[1].run(1)
 
     gf = {"fp32": [], "bf16": []}
     times: dict[str, list[float]] = {v.name: [] for v in variants}

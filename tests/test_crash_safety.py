@@ -136,15 +136,20 @@ def test_sigkill_anywhere_then_resume_gives_identical_files(tmp_path):
     assert not manifest.get("checkpoint")
 
 
-@pytest.mark.parametrize("damage", [None, "state.safetensors", "state.json"])
-def test_mid_level_checkpoint_resume_is_bitwise(tmp_path, damage):
+@pytest.mark.parametrize(
+    ("damage", "precision"),
+    [(None, "auto"), ("state.safetensors", "auto"), ("state.json", "auto"), (None, "fp32")],
+)
+def test_mid_level_checkpoint_resume_is_bitwise(tmp_path, damage, precision):
     """Kill exactly after a checkpoint inside level 2 and resume from it (or, when the
-    checkpoint is damaged, ignore it and redo the level): the same files either way."""
+    checkpoint is damaged, ignore it and redo the level): the same files either way, in the
+    default precision (bf16 on a CPU with fast bf16) and in fp32."""
+    setting = f"train.precision={precision}"
     ref = tmp_path / "ref" / "run"
-    subprocess.run(cli(ref, analyze=False), check=True, capture_output=True, timeout=300)
+    subprocess.run(cli(ref, setting, analyze=False), check=True, capture_output=True, timeout=300)
     victim = tmp_path / "victim" / "run"
     proc = subprocess.Popen(
-        cli(victim, analyze=False), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cli(victim, setting, analyze=False), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -164,7 +169,9 @@ def test_mid_level_checkpoint_resume_is_bitwise(tmp_path, damage):
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0x55
         path.write_bytes(bytes(data))
-    out = subprocess.run(cli(victim, analyze=False), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cli(victim, setting, analyze=False), capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0
     if damage:
         assert (

@@ -95,9 +95,9 @@ def analyze(
 
     for item in overrides:
         key = parse_override(item)[0]
-        if key[0] not in ("analysis", "report", "device"):
+        if key[0] not in ("analysis", "report", "device", "threads"):
             raise UserInputError(
-                f"--set {item!r}: analyze may change analysis.*, report.* and device only"
+                f"--set {item!r}: analyze may change analysis.*, report.*, device and threads only"
             )
     from prunescope.branch import branch_dirs
 

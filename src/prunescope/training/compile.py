@@ -20,18 +20,16 @@ from torch import nn
 
 log = logging.getLogger("prunescope")
 
-# torch.compile pays back its compile time (tens of seconds on a CPU) only over many
-# steps; below this many training steps in a run, "auto" stays eager on a CPU.
-AUTO_MIN_STEPS_CPU = 20_000
-
-
 def compile_wanted(setting: bool | str, device: torch.device, total_steps: int) -> bool:
-    """``true``/``false`` as given; ``auto``: on CUDA always, on a CPU for long runs."""
+    """``true``/``false`` as given; ``auto``: on CUDA, not on a CPU.
+
+    Measured on this project's 2-core AVX-512 BF16 CPU (``bench/train_speed.py``, ResNet-20,
+    1 thread): compiling took 88-104 s and gave no steady-state gain (1.44x vs 1.40x the
+    plain loop in fp32, 2.26x vs 2.27x in bf16), so on a CPU "auto" stays eager whatever the
+    run's length (``total_steps``, kept for devices where it would matter)."""
     if setting != "auto":
         return bool(setting)
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and total_steps >= AUTO_MIN_STEPS_CPU
+    return device.type == "cuda"
 
 
 def cache_dir() -> Path:
