@@ -139,7 +139,10 @@ def test_analyze_refuses_to_change_training_settings(tmp_path, capsys):
     root = tmp_path / "r"
     run(root, tiny_config("imp.levels=1"), analyze=False)
     assert main(["analyze", str(root), "--set", "imp.rate=0.5"]) == 2
-    assert "analyze may change analysis.*, report.*, device and threads only" in capsys.readouterr().err
+    assert (
+        "analyze may change analysis.*, report.*, device and threads only"
+        in capsys.readouterr().err
+    )
     assert main(["analyze", str(root), "--only", "zeroing,bogus"]) == 2
     assert main(["analyze", str(root), "--levels", "5"]) == 2
 

@@ -104,7 +104,7 @@ def test_zeroing_panels_have_their_own_y_range_and_mark_the_critical_sparsity(ca
     spans = [ax.get_ylim()[1] - ax.get_ylim()[0] for ax in axes]
     assert spans[0] > 20 * spans[-1]  # stem's ±30 points and stage3's ±0.2 each fill a panel
     assert all("critical" in [t.get_text() for t in ax.texts] for ax in axes)
-    assert axes[0].get_title() == "stem (BN constant: median |c| 0.50)"
+    assert axes[0].get_title() == "stem\nmedian |BN constant| 0.50"
     assert "β − γμ/√(σ²+ε)" in caption
 
 

@@ -14,6 +14,7 @@ _PUBLIC = {
     "build_model": "prunescope.models",
     "load_level": "prunescope.api",
     "load_test_set": "prunescope.api",
+    "load_exported": "prunescope.export",
 }
 
 __all__ = ["__version__", *_PUBLIC]

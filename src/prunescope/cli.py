@@ -140,6 +140,13 @@ def cmd_branch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from prunescope.runner import export_level
+
+    print(export_level(args.run_dir, args.level, args.out))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from prunescope.report.build import make_report
 
@@ -222,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
         p, "change where or how fast it runs, e.g. --set threads=1 (the run's own settings stay)"
     )
     p.set_defaults(func=cmd_branch)
+
+    p = sub.add_parser(
+        "export", help="a level as a physically smaller dense network computing the same"
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--level", type=int, required=True, metavar="K")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new or empty folder")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "report", help="figures, findings and report/index.html from the analysis tables"

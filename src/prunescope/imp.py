@@ -22,7 +22,6 @@ from prunescope.data import PreparedData, prepare_from_config
 from prunescope.dense import epochs_csv, new_model
 from prunescope.errors import NonFiniteLossError, RunDirError
 from prunescope.models import count_parameters
-from prunescope.pruning.magnitude import prune_masks
 from prunescope.pruning.masks import (
     Masker,
     Masks,
@@ -30,6 +29,7 @@ from prunescope.pruning.masks import (
     dense_masks,
     prunable_weight_keys,
 )
+from prunescope.pruning.registry import PruneInput, next_masks
 from prunescope.rundir.checkpoint import (
     load_checkpoint,
     remove_checkpoint,
@@ -38,6 +38,7 @@ from prunescope.rundir.checkpoint import (
 )
 from prunescope.rundir.layout import REWIND, RunDir, level_file, now
 from prunescope.rundir.level_files import read_level_tensors, read_state
+from prunescope.structure import channel_flows
 from prunescope.training.progress import PhaseProgress
 from prunescope.training.trainer import EpochResult, Trainer
 from prunescope.wording import format_seconds, plural
@@ -209,7 +210,30 @@ class IMP:
         if level == 0:
             return dense_masks(self.model, self.keys)
         state, masks = self.read_level(level - 1)
-        return prune_masks(state, masks, self.cfg.imp.rate, self.cfg.imp.scope)
+        return next_masks(
+            PruneInput(
+                state,
+                masks,
+                self.cfg.imp.rate,
+                self.cfg.imp.scope,
+                settings=self.cfg.imp,
+                consumers=self.consumers() if self.cfg.imp.prune_fanout else {},
+            )
+        )
+
+    def consumers(self) -> dict[str, list[tuple[str, int, int]]]:
+        """Weight key -> (consumer weight key, features per channel, consumer groups)."""
+        modules = dict(self.model.named_modules())
+        example = self.data.test_x[:2].float().to(self.device)
+        flows = channel_flows(self.model.eval(), [k[: -len(".weight")] for k in self.keys], example)
+        return {
+            f"{layer}.weight": [
+                (f"{c.layer}.weight", c.span, getattr(modules[c.layer], "groups", 1))
+                for c in flow.consumers
+            ]
+            for layer, flow in flows.items()
+            if flow.removable
+        }
 
     def start_state(self, level: int, rewind: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Where level ``level`` starts (before its mask is applied): see KEEPS_TRAINED_WEIGHTS."""

@@ -36,6 +36,7 @@ def check_runnable(cfg: Config) -> PreparedData:
         ("analysis.zeroing.test_subset", cfg.analysis.zeroing),
         ("analysis.similarity.test_subset", cfg.analysis.similarity),
         ("analysis.connectivity.test_subset", cfg.analysis.connectivity),
+        ("analysis.export.test_subset", cfg.analysis.export),
     ):
         check_subset(name, section.test_subset, labels, data.spec.num_classes)
     return data
@@ -165,3 +166,67 @@ def same_data_as_parent(parent: RunDir, data: PreparedData) -> None:
             f"the data under data.root differ from the data {parent.root} was trained on; a "
             f"control branch must see the same images"
         )
+
+
+def export_level(run_dir: str | Path, level: int, out: str | Path) -> Path:
+    """``prunescope export RUN --level K --out DIR``: the level as a smaller dense network."""
+    import torch
+
+    from prunescope.analysis.context import AnalysisContext
+    from prunescope.api import read_level
+    from prunescope.data import dataset_spec
+    from prunescope.export import EXPORT, export_model, reasons, write_export
+    from prunescope.rundir.level_files import read_metrics
+    from prunescope.rundir.session import open_run_dir
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserInputError(f"--out {out} exists and is not an empty folder; choose a new one")
+    rd, cfg = open_run_dir(run_dir)
+    model, _ = read_level(rd, cfg, level)
+    ctx = AnalysisContext(rd, cfg, torch.device("cpu"))
+    batches = ctx.batches(cfg.analysis.export.test_subset, 250)
+    res = export_model(model, ctx.prunable_layers, batches)
+    spec = dataset_spec(cfg.data.name)
+    meta = {
+        "model": {
+            "name": cfg.model.name,
+            "num_classes": spec.num_classes,
+            "in_channels": spec.channels,
+            "image_size": cfg.data.image_size,
+        },
+        "run": str(rd.root.resolve()),
+        "level": level,
+        "network_sparsity": read_metrics(rd, level)["network_sparsity"],
+        "test_images": sum(len(y) for _, y in batches),
+        "max_abs_diff": res.max_abs_diff,
+        "max_rel_diff": res.max_rel_diff,
+        **res.totals(),
+        "layers": {
+            layer: {
+                "neurons": p.neurons,
+                "removed": len(p.removed),
+                "kept_empty": len(p.kept),
+                "kept_because": reasons(p),
+                "params_before": res.params_before[layer],
+                "params_after": res.params_after[layer],
+                "flops_before": res.flops_before[layer],
+                "flops_after": res.flops_after[layer],
+            }
+            for layer, p in res.plans.items()
+        },
+    }
+    write_export(out, res.small, res.plans, meta)
+    t = res.totals()
+    log.info(
+        "exported level %d: parameters of the pruned layers %s -> %s, FLOPs %s -> %s, largest "
+        "output difference %.2g (%s)",
+        level,
+        f"{t['params_before']:,}",
+        f"{t['params_after']:,}",
+        f"{t['flops_before']:,}",
+        f"{t['flops_after']:,}",
+        res.max_abs_diff,
+        out / EXPORT,
+    )
+    return out

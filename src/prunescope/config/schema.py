@@ -118,6 +118,18 @@ class TrainSection(Section):
         return v
 
 
+class CompleteFields(Section):
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="fan-in sparsity at which a neuron loses its last weights"
+    )
+
+
+class GroupFields(Section):
+    share: float = Field(
+        0.5, gt=0, le=1, description="share of each level's budget spent on whole neurons"
+    )
+
+
 class ImpSection(Section):
     levels: int = Field(18, ge=0, le=MAX_LEVELS, description="pruning levels after the dense one")
     rate: float = Field(
@@ -135,6 +147,20 @@ class ImpSection(Section):
         None, description="module names never pruned (default: the model's classifier)"
     )
     scope: Literal["global", "layerwise"] = "global"
+    method: str = Field("magnitude", description="a pruning method: magnitude, complete, group")
+    complete: CompleteFields = Field(default_factory=CompleteFields)
+    group: GroupFields = Field(default_factory=GroupFields)
+    prune_fanout: bool = Field(
+        False, description="also prune what reads an emptied neuron, in the same budget"
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from prunescope.pruning.registry import method
+
+        method(v)  # one line naming the closest method when unknown
+        return v
 
 
 class ZeroingSection(Section):
@@ -185,9 +211,16 @@ class ConnectivityFields(Section):
     batch_size: int = Field(250, gt=0)
 
 
+class ExportFields(Section):
+    test_subset: int | None = Field(
+        None, gt=0, description="test images the export's outputs are compared on"
+    )
+
+
 class AnalysisSection(Section):
     zeroing: ZeroingSection = Field(default_factory=ZeroingSection)
     connectivity: ConnectivityFields = Field(default_factory=ConnectivityFields)
+    export: ExportFields = Field(default_factory=ExportFields)
     similarity: SimilarityFields = Field(default_factory=SimilarityFields)
     weights: WeightsFields = Field(default_factory=WeightsFields)
 

@@ -17,6 +17,7 @@ from prunescope.report.figures import (
     accuracy,
     connectivity,
     controls,
+    export,
     neuron_sparsity,
     similarity,
     stage_sparsity,
@@ -44,6 +45,7 @@ FIGURES = [
     (similarity, ("similarity",)),
     (connectivity, ("connectivity",)),
     (controls, ("accuracy",)),  # draws nothing without control branches
+    (export, ("export",)),
 ]
 
 
@@ -114,6 +116,17 @@ def run_series(
             )
         )
     return out
+
+
+def run_tables(
+    run_dirs: list[Path], opened: list[tuple[RunDir, Config]], first: dict[str, pd.DataFrame]
+) -> list[tuple[str, dict[str, pd.DataFrame]]]:
+    """Every overlaid run's tables, labelled as on the accuracy figure."""
+    labels = run_labels(run_dirs, [c for _, c in opened])
+    return [
+        (label, first if i == 0 else load_tables(other_rd))
+        for i, (label, (other_rd, _)) in enumerate(zip(labels, opened, strict=True))
+    ]
 
 
 def control_tables(rd: RunDir) -> dict[str, dict[str, pd.DataFrame]]:
@@ -189,6 +202,7 @@ def build_report(
         tuple(cfg.report.hist_sparsities),
         cfg.analysis.zeroing.mode,
         branches,
+        run_tables(run_dirs, opened, tables),
     )
     figures = draw_figures(inputs, out)
     missing = missing_analyses(tables)

@@ -348,6 +348,32 @@ def connectivity_finding(conn: pd.DataFrame, critical_level: int | None = None) 
     return out
 
 
+def export_finding(export: pd.DataFrame) -> dict[str, Any]:
+    """What the structured export of the last level removes and keeps."""
+    last = export[export["level"] == export["level"].max()]
+    t = last[
+        [
+            "neurons",
+            "removed",
+            "kept_constant",
+            "params_before",
+            "params_after",
+            "flops_before",
+            "flops_after",
+        ]
+    ].sum()
+    return {
+        "level": int(last["level"].iloc[0]),
+        "network_sparsity": float(last["network_sparsity"].iloc[0]),
+        "neurons": int(t["neurons"]),
+        "removed": int(t["removed"]),
+        "kept_empty": int(t["kept_constant"]),
+        "params_share": _f(t["params_after"] / t["params_before"]),
+        "flops_share": _f(t["flops_after"] / t["flops_before"]),
+        "max_abs_diff": _f(last["max_abs_diff"].max()),
+    }
+
+
 def all_findings(
     tables: dict[str, pd.DataFrame], stage_order: list[str], exclude: list[str], margin: float
 ) -> dict[str, Any]:
@@ -371,6 +397,8 @@ def all_findings(
         and not tables.get("zeroing_output", pd.DataFrame()).empty
     ):
         out["zeroing_modes"] = zeroing_modes_finding(tables["zeroing"], tables["zeroing_output"])
+    if not tables.get("export", pd.DataFrame()).empty:
+        out["export"] = export_finding(tables["export"])
     if not tables.get("connectivity", pd.DataFrame()).empty:
         out["connectivity"] = connectivity_finding(tables["connectivity"], level)
     if "similarity" in tables:

@@ -138,9 +138,9 @@ def bn_constant_finding(bn: dict[str, Any], modes: dict[str, Any] | None) -> Fin
     )
     if modes:
         text += (
-            f" Zeroing after the BatchNorm instead gives the same accuracy change for "
-            f"{modes['same_change']} of {modes['neurons']} neurons (Spearman ρ between the two "
-            f"changes = {num(modes['rho'])})."
+            f" Zeroing after the BatchNorm instead gives the same accuracy change in "
+            f"{modes['same_change']} of {modes['neurons']} ablations (every neuron at every "
+            f"level; Spearman ρ between the two changes = {num(modes['rho'])})."
         )
     else:
         text += (
@@ -207,6 +207,18 @@ def controls_finding(controls: dict[str, Any]) -> Finding:
     )
 
 
+def export_sentence(ex: dict[str, Any]) -> Finding:
+    return (
+        "A smaller network?",
+        f"The structured export of level {ex['level']} ({pct(ex['network_sparsity'])} sparse) "
+        f"removes {ex['removed']} of {ex['neurons']} neurons of the pruned layers and keeps "
+        f"{ex['kept_empty']} empty ones it cannot remove exactly; what remains has "
+        f"{pct(ex['params_share'])} of the dense pruned layers' parameters and "
+        f"{pct(ex['flops_share'])} of their FLOPs, and its outputs differ from the masked "
+        f"network's by at most {ex['max_abs_diff']:.2g}.",
+    )
+
+
 def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list[Finding]:
     """Every finding the summary holds, in the paper's order."""
     crit = summary["critical_sparsity"]
@@ -225,6 +237,8 @@ def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list
             out.append(similarity_finding(metric, sm))
     if (cf := summary.get("connectivity")) and cf["previous"]["levels_considered"]:
         out.append(connectivity_finding(cf))
+    if ex := summary.get("export"):
+        out.append(export_sentence(ex))
     if controls := summary.get("controls"):
         out.append(controls_finding(controls))
     return out

@@ -20,6 +20,7 @@ from torch import nn
 
 log = logging.getLogger("prunescope")
 
+
 def compile_wanted(setting: bool | str, device: torch.device, total_steps: int) -> bool:
     """``true``/``false`` as given; ``auto``: on CUDA, not on a CPU.
 

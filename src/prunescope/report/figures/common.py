@@ -78,6 +78,7 @@ class FigureInputs:
     targets: tuple[float, ...] = PAPER_SPARSITIES
     zeroing_mode: str = "weights"
     controls: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # kind -> tables
+    run_tables: list[tuple[str, dict[str, pd.DataFrame]]] = field(default_factory=list)
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _figure(inp: FigureInputs, table: str, out: Path) -> FigureFile:
     )
     for ax, stage in zip(axes.flat, stages, strict=False):
         _panel(ax, z[z["stage"] == stage], levels, styles[stage], inp.critical.get("level"))
-        note = f" (BN constant: median |c| {constants[stage]:.2f})" if stage in constants else ""
+        note = f"\nmedian |BN constant| {constants[stage]:.2f}" if stage in constants else ""
         ax.set_title(f"{stage}{note}" if table == "zeroing" else stage)
         ax.set_xticks(range(1, len(levels) + 1))
         step = max(1, -(-len(levels) // 10))  # at most ~10 labels a panel
