@@ -147,6 +147,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runtime(args: argparse.Namespace) -> int:
+    from prunescope.analysis.runner import parse_levels
+    from prunescope.runner import measure_runtime
+
+    overrides = list(args.overrides)
+    if args.batch_sizes:
+        sizes = [t.strip() for t in args.batch_sizes.split(",") if t.strip()]
+        overrides.append(f"analysis.runtime.batch_sizes=[{', '.join(sizes)}]")
+    if args.threads is not None:
+        overrides.append(f"analysis.runtime.threads={args.threads}")
+    if args.formats:
+        names = ", ".join(f'"{t.strip()}"' for t in args.formats.split(",") if t.strip())
+        overrides.append(f"analysis.runtime.formats=[{names}]")
+    if args.synthetic:
+        overrides.append(f"analysis.runtime.synthetic=[{args.synthetic}]")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    measure_runtime(
+        args.run_dir, levels=parse_levels(args.levels), overrides=overrides, force=args.force
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from prunescope.report.build import make_report
 
@@ -229,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
         p, "change where or how fast it runs, e.g. --set threads=1 (the run's own settings stay)"
     )
     p.set_defaults(func=cmd_branch)
+
+    p = sub.add_parser(
+        "runtime",
+        help="latency, memory and energy of each level dense, sparse, exported and hybrid",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--levels", metavar="0,3,7", help="only these levels")
+    p.add_argument("--batch-sizes", metavar="1,64", help="batch sizes to time (default 1,64)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch (and ONNX Runtime) threads")
+    p.add_argument("--device", metavar="cpu|cuda", help="where to time it")
+    p.add_argument(
+        "--formats", metavar="A,B", help="some of dense,sparse,exported,hybrid,onnxruntime"
+    )
+    p.add_argument(
+        "--synthetic", metavar="0.9,0.98", help="also these sparsities, pruned from the last level"
+    )
+    p.add_argument("--force", action="store_true", help="measure levels measured before again")
+    add_set_arg(p, "another analysis.runtime setting, e.g. --set analysis.runtime.repetitions=50")
+    p.set_defaults(func=cmd_runtime)
 
     p = sub.add_parser(
         "export", help="a level as a physically smaller dense network computing the same"

@@ -111,6 +111,8 @@ def plan_export(model: nn.Module, layers: list[str], example: torch.Tensor) -> d
                 plan.kept[c] = why
             else:
                 plan.removed.append(c)
+        if plan.removed and len(plan.removed) == plan.neurons:  # a layer of width 0 is no layer
+            plan.kept[plan.removed.pop(0)] = "a layer keeps at least one channel"
         plans[layer] = plan
     return plans
 

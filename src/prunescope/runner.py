@@ -103,7 +103,8 @@ def analyze(
     from prunescope.branch import branch_dirs
 
     request = ConfigRequest(overrides=tuple(overrides)) if overrides else None
-    with WriteSession(run_dir, request, create=False) as session:
+    # checked before the changed settings are recorded: a refused command changes nothing
+    with WriteSession(run_dir, request, create=False, preflight=check_runnable) as session:
         device = resolve_device(session.cfg.device)
         session.rd.manifest["sessions"][-1]["threads"] = apply_threads(session.cfg.threads)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
@@ -230,3 +231,26 @@ def export_level(run_dir: str | Path, level: int, out: str | Path) -> Path:
         out / EXPORT,
     )
     return out
+
+
+def measure_runtime(
+    run_dir: str | Path,
+    *,
+    levels: list[int] | None,
+    overrides: list[str],
+    force: bool = False,
+) -> None:
+    """``prunescope runtime RUN``: the runtime analysis with its settings from the command line."""
+    from prunescope.training.precision import available_cores
+
+    for item in overrides:
+        if item.startswith("analysis.runtime.threads="):
+            wanted = int(item.split("=", 1)[1])
+            if wanted > available_cores():
+                log.warning(
+                    "--threads %d: more than the %d cores this process may use; the timings "
+                    "will measure contention",
+                    wanted,
+                    available_cores(),
+                )
+    analyze(run_dir, overrides, ["runtime"], levels, force)

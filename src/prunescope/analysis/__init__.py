@@ -9,5 +9,6 @@ from prunescope.analysis import zeroing  # noqa: F401
 from prunescope.analysis import similarity  # noqa: F401
 from prunescope.analysis import connectivity  # noqa: F401
 from prunescope.analysis import export_table  # noqa: F401
+from prunescope.runtime import analysis as runtime  # noqa: F401
 
 # isort: on

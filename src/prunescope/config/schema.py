@@ -217,10 +217,41 @@ class ExportFields(Section):
     )
 
 
+class RuntimeFields(Section):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    # One thread is what a quiet measurement can reproduce; raise it to time a server.
+    threads: int = Field(1, gt=0, le=4096)
+    repetitions: int = Field(20, ge=3, description="interleaved timed calls per format")
+    warmup: int = Field(3, ge=0)
+    formats: list[Literal["auto", "dense", "sparse", "exported", "hybrid", "onnxruntime"]] = Field(
+        default_factory=lambda: ["auto"],
+        description="auto: every format, ONNX Runtime where it is installed",
+    )
+    synthetic: list[float] = Field(
+        default_factory=list,
+        description="extra sparsities pruned from the last level's weights (not trained)",
+    )
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(b <= 0 for b in v):
+            raise ValueError(f"batch sizes must be positive, got {v}")
+        return v
+
+    @field_validator("synthetic")
+    @classmethod
+    def _sparsities(cls, v: list[float]) -> list[float]:
+        if any(not 0 < s < 1 for s in v):
+            raise ValueError(f"synthetic sparsities must lie in (0, 1), got {v}")
+        return v
+
+
 class AnalysisSection(Section):
     zeroing: ZeroingSection = Field(default_factory=ZeroingSection)
     connectivity: ConnectivityFields = Field(default_factory=ConnectivityFields)
     export: ExportFields = Field(default_factory=ExportFields)
+    runtime: RuntimeFields = Field(default_factory=RuntimeFields)
     similarity: SimilarityFields = Field(default_factory=SimilarityFields)
     weights: WeightsFields = Field(default_factory=WeightsFields)
 

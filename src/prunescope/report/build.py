@@ -19,6 +19,7 @@ from prunescope.report.figures import (
     controls,
     export,
     neuron_sparsity,
+    runtime,
     similarity,
     stage_sparsity,
     weights,
@@ -46,6 +47,7 @@ FIGURES = [
     (connectivity, ("connectivity",)),
     (controls, ("accuracy",)),  # draws nothing without control branches
     (export, ("export",)),
+    (runtime, ("runtime", "runtime_synthetic")),
 ]
 
 
@@ -118,6 +120,32 @@ def run_series(
     return out
 
 
+def layer_types(cfg: Config) -> dict[str, str]:
+    """Each prunable layer's kind, from the architecture (not from any checkpoint)."""
+    from torch import nn
+
+    from prunescope.api import model_for
+
+    out = {}
+    for name, m in model_for(cfg).named_modules():
+        if isinstance(m, nn.Linear):
+            out[name] = "linear"
+        elif isinstance(m, nn.Conv2d):
+            k = f"{m.kernel_size[0]}x{m.kernel_size[1]}"
+            out[name] = (
+                "grouped conv" if m.groups > 1 else f"{k} conv" if k in ("3x3", "1x1") else "other"
+            )
+    return out
+
+
+def hardware(rd: RunDir) -> str:
+    """The machine the run's last session ran on, as its manifest records it."""
+    sessions = rd.manifest.get("sessions") or [{}]
+    env = sessions[-1]
+    parts = [str(env.get(k)) for k in ("cpu", "device", "platform") if env.get(k)]
+    return ", ".join(parts) or "this machine"
+
+
 def run_tables(
     run_dirs: list[Path], opened: list[tuple[RunDir, Config]], first: dict[str, pd.DataFrame]
 ) -> list[tuple[str, dict[str, pd.DataFrame]]]:
@@ -184,7 +212,8 @@ def build_report(
         raise RunDirError(f"{rd.root} has no completed level to report on")
     order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
-    summary = F.all_findings(tables, order, list(cfg.imp.exclude or []), margin)
+    types = layer_types(cfg)
+    summary = F.all_findings(tables, order, list(cfg.imp.exclude or []), margin, types)
     opened = open_runs(run_dirs, rd, cfg)
     branches = control_tables(rd)
     if branches:
@@ -203,6 +232,8 @@ def build_report(
         cfg.analysis.zeroing.mode,
         branches,
         run_tables(run_dirs, opened, tables),
+        types,
+        hardware(rd),
     )
     figures = draw_figures(inputs, out)
     missing = missing_analyses(tables)

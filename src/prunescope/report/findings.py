@@ -375,7 +375,11 @@ def export_finding(export: pd.DataFrame) -> dict[str, Any]:
 
 
 def all_findings(
-    tables: dict[str, pd.DataFrame], stage_order: list[str], exclude: list[str], margin: float
+    tables: dict[str, pd.DataFrame],
+    stage_order: list[str],
+    exclude: list[str],
+    margin: float,
+    layer_types: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     crit = critical_sparsity(tables["accuracy"], margin)
     level = crit["level"]
@@ -399,6 +403,20 @@ def all_findings(
         out["zeroing_modes"] = zeroing_modes_finding(tables["zeroing"], tables["zeroing_output"])
     if not tables.get("export", pd.DataFrame()).empty:
         out["export"] = export_finding(tables["export"])
+    if not tables.get("runtime", pd.DataFrame()).empty:
+        layers = (
+            pd.concat(
+                [
+                    t
+                    for t in (tables.get("runtime_layers"), tables.get("runtime_layers_synthetic"))
+                    if t is not None
+                ],
+                ignore_index=True,
+            )
+            if tables.get("runtime_layers") is not None
+            else pd.DataFrame()
+        )
+        out["runtime"] = runtime_finding(tables["runtime"], layers, layer_types or {})
     if not tables.get("connectivity", pd.DataFrame()).empty:
         out["connectivity"] = connectivity_finding(tables["connectivity"], level)
     if "similarity" in tables:
@@ -473,3 +491,59 @@ def headline(summary: dict[str, Any]) -> dict[str, float | None]:
         ),
         "connected_share": share(conn.get("levels_connected"), conn.get("levels_considered")),
     }
+
+
+def crossover(points: pd.DataFrame) -> float | None:
+    """The lowest layer sparsity from which sparse beats dense at every measured point above
+    (columns sparsity, ratio = sparse / dense latency); None when it never does."""
+    p = points.sort_values("sparsity")
+    faster = (p["ratio"] < 1.0).to_numpy()
+    if not faster.any() or not faster[-1]:
+        return None
+    i = len(faster) - 1
+    while i > 0 and faster[i - 1]:
+        i -= 1
+    return float(p["sparsity"].iloc[i])
+
+
+def runtime_finding(
+    runtime: pd.DataFrame, layers: pd.DataFrame, layer_types: dict[str, str]
+) -> dict[str, Any]:
+    """Each format's latency against dense per level and batch size, and per layer type the
+    sparsity at which a sparse layer overtakes the dense one."""
+    ratios = []
+    for (level, batch), g in runtime.groupby(["level", "batch_size"]):
+        dense = g[g["format"] == "dense"]["latency_ms"]
+        if dense.empty or not math.isfinite(float(dense.iloc[0])):
+            continue
+        for _, r in g.iterrows():
+            ratios.append(
+                {
+                    "level": int(level),
+                    "network_sparsity": float(r["network_sparsity"]),
+                    "batch_size": int(batch),
+                    "format": r["format"],
+                    "ratio": _f(r["latency_ms"] / float(dense.iloc[0])),
+                    "right": bool(math.isfinite(r["latency_ms"])),
+                }
+            )
+    per_type: dict[str, dict[str, Any]] = {}
+    if not layers.empty:
+        wide = (
+            layers[layers["format"].isin(["dense", "sparse"])]
+            .pivot_table(
+                index=["level", "network_sparsity", "layer", "sparsity", "batch_size"],
+                columns="format",
+                values="latency_ms",
+            )
+            .reset_index()
+        )
+        wide["ratio"] = wide["sparse"] / wide["dense"]
+        wide["type"] = wide["layer"].map(lambda lay: layer_types.get(lay, "other"))
+        for (kind, batch), g in wide.groupby(["type", "batch_size"]):
+            per_type.setdefault(kind, {})[str(int(batch))] = {
+                "crossover_sparsity": crossover(g),
+                "best_ratio": _f(g["ratio"].min()),
+                "points": len(g),
+            }
+    return {"ratios": ratios, "layer_types": per_type}

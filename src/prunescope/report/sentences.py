@@ -219,6 +219,33 @@ def export_sentence(ex: dict[str, Any]) -> Finding:
     )
 
 
+def runtime_sentence(rt: dict[str, Any]) -> Finding:
+    ratios = [r for r in rt["ratios"] if r["format"] != "dense" and r["right"]]
+    last = max(r["level"] for r in rt["ratios"])
+    parts = []
+    for b in sorted({r["batch_size"] for r in ratios}):
+        at = [r for r in ratios if r["batch_size"] == b and r["level"] == last]
+        parts.append(f"batch {b}: " + ", ".join(f"{r['format']} {num(r['ratio'])}×" for r in at))
+    cross = []
+    for kind, by_batch in rt["layer_types"].items():
+        for b, c in by_batch.items():
+            where = (
+                f"from {pct(c['crossover_sparsity'])} layer sparsity"
+                if c["crossover_sparsity"] is not None
+                else f"never (best {num(c['best_ratio'])}× over {c['points']} measurements)"
+            )
+            cross.append(f"{kind} at batch {b}: {where}")
+    hybrid = [r for r in ratios if r["format"] == "hybrid" and r["level"] == last]
+    pays = any(r["ratio"] is not None and r["ratio"] < 1 for r in hybrid)
+    return (
+        "What the sparsity buys at run time:",
+        f"At the last level ({last}), latency relative to the dense network: {'; '.join(parts)}. "
+        f"A sparse (CSR) layer beats its dense version: {'; '.join(cross) or 'not measured'}. "
+        f"The paper's dense-early/sparse-late proposal, as the hybrid of the faster format per "
+        f"stage, {'pays' if pays else 'does not pay'} end to end on this machine at that level.",
+    )
+
+
 def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list[Finding]:
     """Every finding the summary holds, in the paper's order."""
     crit = summary["critical_sparsity"]
@@ -239,6 +266,8 @@ def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list
         out.append(connectivity_finding(cf))
     if ex := summary.get("export"):
         out.append(export_sentence(ex))
+    if (rt := summary.get("runtime")) and rt["ratios"]:
+        out.append(runtime_sentence(rt))
     if controls := summary.get("controls"):
         out.append(controls_finding(controls))
     return out

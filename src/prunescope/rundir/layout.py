@@ -96,7 +96,14 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": describe_device(resolve_device(device)),
         "device_setting": device,
+        "cpu": cpu_name(),
     }
+
+
+def cpu_name() -> str | None:
+    get = getattr(torch.cpu, "get_capabilities", None)
+    name = get().get("cpu_name") if get else None
+    return str(name) if name else (platform.processor() or None)
 
 
 class RunDir:

@@ -79,6 +79,8 @@ class FigureInputs:
     zeroing_mode: str = "weights"
     controls: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)  # kind -> tables
     run_tables: list[tuple[str, dict[str, pd.DataFrame]]] = field(default_factory=list)
+    layer_types: dict[str, str] = field(default_factory=dict)  # layer -> "3x3 conv", "linear"...
+    hardware: str = "this machine"
 
 
 @dataclass
@@ -235,6 +237,15 @@ def sparsity_axis(
         sec.set_xticks(ticks)
         sec.set_xticklabels([f"{100 * (1 - t):g}" for t in ticks])
         sec.set_xlabel("weights remaining (%)")
+
+
+def plain_log(ax: plt.Axes, axis: str = "y") -> None:
+    """A log axis with plain-number tick labels (math text is off for every figure)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def mark_critical(ax: plt.Axes, critical: dict, x: float | None = None, low: bool = False) -> None:

@@ -1,0 +1,184 @@
+"""The ``runtime`` analysis (off by default: it needs a quiet machine): every level in every
+format, and every pruned layer dense and sparse, at each batch size.
+
+``analysis.runtime.synthetic`` adds levels that were never trained: the last level's
+weights pruned further by global magnitude to the given sparsities (e.g. 0.9, 0.95, 0.98),
+so that the crossover of sparse over dense can be found past where a CPU run's levels
+end. They go to their own tables (``runtime_synthetic.csv``, ``runtime_layers_synthetic.csv``),
+labelled by that name, never mixed with the run's levels.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+
+from prunescope.analysis.registry import AnalysisSpec, register_analysis
+from prunescope.runtime.formats import FORMATS
+from prunescope.runtime.measure import Settings, measure_batch
+
+log = logging.getLogger("prunescope")
+
+COLUMNS = [
+    "level",
+    "network_sparsity",
+    "format",
+    "device",
+    "threads",
+    "batch_size",
+    "latency_ms",
+    "latency_ms_p90",
+    "repetitions",
+    "weight_bytes",
+    "peak_memory_bytes",
+    "energy_j",
+    "max_abs_diff",
+]
+LAYER_COLUMNS = [
+    "level",
+    "network_sparsity",
+    "stage",
+    "layer",
+    "sparsity",
+    "format",
+    "batch_size",
+    "latency_ms",
+]
+
+
+def available_formats(wanted: list[str]) -> tuple[str, ...]:
+    if wanted != ["auto"]:
+        return tuple(wanted)
+    try:
+        import onnxruntime  # noqa: F401
+
+        return FORMATS
+    except ImportError:
+        return tuple(f for f in FORMATS if f != "onnxruntime")
+
+
+def settings_of(cfg) -> Settings:
+    r = cfg.analysis.runtime
+    return Settings(
+        batch_sizes=tuple(r.batch_sizes),
+        threads=r.threads,
+        repetitions=r.repetitions,
+        warmup=r.warmup,
+        formats=available_formats(list(r.formats)),
+    )
+
+
+def synthetic_state(state: dict[str, torch.Tensor], keys: list[str], sparsity: float):
+    """The weights with the smallest global magnitudes zeroed to ``sparsity`` of ``keys``."""
+    flat = torch.cat([state[k].reshape(-1).abs() for k in keys])
+    n = round(sparsity * flat.numel())
+    order = torch.sort(flat, stable=True).indices[:n]
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    keep[order] = False
+    out, start = dict(state), 0
+    for k in keys:
+        size = state[k].numel()
+        out[k] = state[k] * keep[start : start + size].view_as(state[k])
+        start += size
+    return out
+
+
+def measure_model(ctx, model, level: int, sparsity: float, s: Settings):
+    from prunescope.export import export_model
+
+    layers = ctx.prunable_layers
+    torch.set_num_threads(s.threads)
+    big = max(s.batch_sizes)
+    x_all = torch.cat([x for x, _ in ctx.batches(None, 250)])[:big]
+    exported = (
+        export_model(model, layers, [(x_all[: min(big, 64)], None)]).small
+        if "exported" in s.formats
+        else None
+    )
+    modules = dict(model.named_modules())
+    rows, layer_rows = [], []
+    for b in s.batch_sizes:
+        x = x_all[:b].to(ctx.device)
+        fmt_rows, layer_ms = measure_batch(model, exported, layers, ctx.stage_of, x, s)
+        for r in fmt_rows:
+            rows.append(
+                (
+                    level,
+                    sparsity,
+                    r["format"],
+                    ctx.device.type,
+                    s.threads,
+                    b,
+                    r["latency_ms"],
+                    r["latency_ms_p90"],
+                    r["repetitions"],
+                    r["weight_bytes"],
+                    r["peak_memory_bytes"],
+                    r["energy_j"],
+                    r["max_abs_diff"],
+                )
+            )
+        for layer, times in layer_ms.items():
+            w = modules[layer].weight
+            layer_sparsity = float((w == 0).sum()) / w.numel()
+            for fmt, ms in times.items():
+                layer_rows.append(
+                    (level, sparsity, ctx.stage_of[layer], layer, layer_sparsity, fmt, b, ms)
+                )
+        log.info(
+            "runtime: level %s, batch %d: %s",
+            level,
+            b,
+            ", ".join(f"{r['format']} {r['latency_ms']:.2f} ms" for r in fmt_rows),
+        )
+    return rows, layer_rows
+
+
+def runtime_tables(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:
+    s = settings_of(ctx.cfg)
+    out = {
+        "runtime": [],
+        "runtime_layers": [],
+        "runtime_synthetic": [],
+        "runtime_layers_synthetic": [],
+    }
+    for level in levels:
+        model, _ = ctx.level(level)
+        rows, layer_rows = measure_model(ctx, model, level, ctx.network_sparsity(level), s)
+        out["runtime"] += rows
+        out["runtime_layers"] += layer_rows
+    last = max(ctx.levels())
+    if ctx.cfg.analysis.runtime.synthetic and last in levels:
+        model, _ = ctx.level(last)
+        keys = [f"{layer}.weight" for layer in ctx.prunable_layers]
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for target in ctx.cfg.analysis.runtime.synthetic:
+            synth = ctx.fresh_model()
+            synth.load_state_dict(synthetic_state(state, keys, target))
+            rows, layer_rows = measure_model(ctx, synth, last, target, s)
+            out["runtime_synthetic"] += rows
+            out["runtime_layers_synthetic"] += layer_rows
+    return {
+        name: pd.DataFrame(rows, columns=LAYER_COLUMNS if "layers" in name else COLUMNS)
+        for name, rows in out.items()
+    }
+
+
+register_analysis(
+    AnalysisSpec(
+        name="runtime",
+        description="latency, memory and energy of every level dense, sparse, exported, hybrid "
+        "and in ONNX Runtime (needs a quiet machine)",
+        tables={
+            "runtime": COLUMNS,
+            "runtime_layers": LAYER_COLUMNS,
+            "runtime_synthetic": COLUMNS,
+            "runtime_layers_synthetic": LAYER_COLUMNS,
+        },
+        compute=runtime_tables,
+        settings=lambda cfg: {**cfg.analysis.runtime.model_dump(), "device": cfg.device},
+        default=False,
+    )
+)

@@ -1,0 +1,240 @@
+"""Timing the inference formats of one level: per layer, then end to end.
+
+Every format runs on the same test images after a warm-up, and the repetitions of the
+formats are interleaved (each round runs every format once, in a rotated order), so that
+machine noise hits all of them alike. A format whose output differs from the dense
+network's is reported with its difference and *not* timed. Energy is read where the
+machine exposes a counter (RAPL on a CPU, NVML on a GPU) and left empty otherwise: never
+an estimate. Peak memory is the weights plus the largest total of live allocations during
+one forward pass (torch's profiler on a CPU, the allocator's peak on a GPU); it is not
+measured for ONNX Runtime, whose allocations torch does not see.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prunescope.runtime.formats import (
+    channels_last,
+    choose_hybrid,
+    dense_format,
+    hybrid_format,
+    onnx_runner,
+    sparse_format,
+    weight_bytes,
+)
+from prunescope.runtime.sparse_layers import bsr_fits, sparse_matrix_shape, sparse_version
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+# A format is right when its outputs match the dense network's to float32 rounding of a
+# different summation order: 1e-4 of the largest output.
+TOLERANCE = 1e-4
+
+
+@dataclass
+class Settings:
+    batch_sizes: tuple[int, ...] = (1, 64)
+    threads: int = 1
+    repetitions: int = 20
+    warmup: int = 3
+    formats: tuple[str, ...] = ("dense", "sparse", "exported", "hybrid")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    runners: dict[str, Runner], x: torch.Tensor, repetitions: int, warmup: int, energy=None
+) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+    """Seconds per call of each runner (rounds in a rotated order), and joules per call."""
+    import time
+
+    names = list(runners)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name in names:
+                runners[name](x)
+        _sync(x.device)
+        seconds: dict[str, list[float]] = {n: [] for n in names}
+        joules: dict[str, float] = {n: 0.0 for n in names}
+        for r in range(repetitions):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                e0 = energy() if energy else None
+                t0 = time.perf_counter()
+                runners[name](x)
+                _sync(x.device)
+                seconds[name].append(time.perf_counter() - t0)
+                if e0 is not None:
+                    joules[name] += energy() - e0
+    per_call = {n: (joules[n] / repetitions if energy else None) for n in names}
+    return seconds, per_call
+
+
+def rapl_reader() -> Callable[[], float] | None:
+    """Joules so far from the CPU package's RAPL counter, where the kernel exposes it."""
+    path = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+    try:
+        int(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return lambda: int(path.read_text()) / 1e6
+
+
+def nvml_reader(device: torch.device) -> Callable[[], float] | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except Exception:
+        return None
+    return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
+
+
+def energy_reader(device: torch.device) -> Callable[[], float] | None:
+    return nvml_reader(device) if device.type == "cuda" else rapl_reader()
+
+
+@torch.no_grad()
+def peak_memory(model: nn.Module, run: Runner, x: torch.Tensor) -> int | None:
+    """Weights plus the peak of live allocations during one call."""
+    if x.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(x.device)
+        base = torch.cuda.memory_allocated(x.device)
+        run(x)
+        return weight_bytes(model) + torch.cuda.max_memory_allocated(x.device) - base
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's start/stop lines on stderr
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run(x)
+    live = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return weight_bytes(model) + peak
+
+
+def layer_inputs(model: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        modules[name].register_forward_pre_hook(
+            lambda _m, args, name=name: seen.__setitem__(name, args[0].detach())
+        )
+        for name in layers
+    ]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def time_layers(
+    model: nn.Module, layers: list[str], x: torch.Tensor, s: Settings
+) -> dict[str, dict[str, float]]:
+    """Median ms per call of each layer as dense, CSR and (where the shape divides) BSR."""
+    modules = dict(model.named_modules())
+    inputs = layer_inputs(model, layers, x)
+    out = {}
+    for layer in layers:
+        m = modules[layer]
+        dense = copy.deepcopy(m).eval()
+        inp = inputs[layer]
+        if isinstance(m, nn.Conv2d):
+            dense = dense.to(memory_format=torch.channels_last)
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        runners = {"dense": dense, "sparse": sparse_version(m, "csr")}
+        if bsr_fits(sparse_matrix_shape(m)):
+            runners["sparse_bsr"] = sparse_version(m, "bsr")
+        seconds, _ = time_interleaved(runners, inp, s.repetitions, s.warmup)
+        out[layer] = {name: 1e3 * statistics.median(t) for name, t in seconds.items()}
+    return out
+
+
+def check(run: Runner, x: torch.Tensor, reference: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return float((run(x).float().to(reference.device) - reference).abs().max())
+
+
+def measure_batch(
+    model: nn.Module,
+    exported: nn.Module | None,
+    layers: list[str],
+    stage_of: dict[str, str],
+    x: torch.Tensor,
+    s: Settings,
+) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """One level at one batch size: (format rows, per-layer latencies)."""
+    device = x.device
+    model = copy.deepcopy(model).eval().float()
+    dense = dense_format(model)
+    xd = (
+        x.contiguous(memory_format=torch.channels_last)
+        if channels_last(model) and x.dim() == 4
+        else x
+    )
+    with torch.inference_mode():
+        reference = dense(xd).float()
+    layer_ms = time_layers(model, layers, x, s)
+    choice = choose_hybrid(layer_ms, stage_of)
+    built: dict[str, tuple[nn.Module | None, Runner, torch.Tensor]] = {"dense": (dense, dense, xd)}
+    if "sparse" in s.formats:
+        m = sparse_format(model, layers)
+        built["sparse"] = (m, m, x)
+    if "exported" in s.formats and exported is not None:
+        e = dense_format(exported)
+        built["exported"] = (e, e, xd)
+    if "hybrid" in s.formats:
+        h = hybrid_format(model, choice)
+        built["hybrid"] = (h, h, x)
+    if "onnxruntime" in s.formats and device.type == "cpu":
+        built["onnxruntime"] = (None, onnx_runner(model, x[:1], s.threads), x)
+    diffs = {name: check(run, inp, reference) for name, (_, run, inp) in built.items()}
+    scale = float(reference.abs().max()) or 1.0
+    right = {n for n, d in diffs.items() if d <= TOLERANCE * scale}
+    energy = energy_reader(device)
+    runners = {n: (lambda _x, r=built[n][1], i=built[n][2]: r(i)) for n in built if n in right}
+    seconds, joules = time_interleaved(runners, x, s.repetitions, s.warmup, energy)
+    rows = []
+    for name, (module, run, inp) in built.items():
+        t = seconds.get(name)
+        rows.append(
+            {
+                "format": name,
+                "latency_ms": 1e3 * statistics.median(t) if t else math.nan,
+                "latency_ms_p90": 1e3 * _p90(t) if t else math.nan,
+                "repetitions": len(t) if t else 0,
+                "weight_bytes": weight_bytes(module) if module is not None else _onnx_bytes(model),
+                "peak_memory_bytes": peak_memory(module, run, inp) if module is not None else None,
+                "energy_j": joules.get(name),
+                "max_abs_diff": diffs[name],
+                "choice": choice if name == "hybrid" else None,
+            }
+        )
+    return rows, layer_ms
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _onnx_bytes(model: nn.Module) -> int:
+    """ONNX Runtime holds the dense network's weights."""
+    return weight_bytes(model)
