@@ -19,6 +19,7 @@ from prunescope.cli import main
 from prunescope.config import build_config
 from prunescope.dense import new_model
 from prunescope.errors import RunDirError
+from prunescope.models import ModelInputs
 from prunescope.rundir.atomic import sha256_file
 from prunescope.runner import run
 from prunescope.status import status_text
@@ -217,7 +218,7 @@ def test_rewind_to_init_and_layerwise_scope(tmp_path):
     )
     run(tmp_path / "r", cfg, analyze=False)
     rewind = load_file(tmp_path / "r/rewind.safetensors")
-    init = new_model(cfg, 10, 1, 16).state_dict()
+    init = new_model(cfg, ModelInputs(10, 1, 16)).state_dict()
     assert all(torch.equal(rewind[k], init[k]) for k in init)
     m = json.loads((tmp_path / "r/levels/01/metrics.json").read_text())
     assert m["rewind_epoch"] == 0 and m["epochs"] == 3  # init: the whole schedule, every level

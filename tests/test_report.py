@@ -27,6 +27,7 @@ FIGURES = [
     "similarity_cka",
     "similarity_cka_stages",
     "connectivity",
+    "export",
 ]
 
 
@@ -70,15 +71,7 @@ def _draw_all(run_dir, out):
     from prunescope.rundir.session import open_run_dir
 
     rd, cfg = open_run_dir(run_dir)
-    tables = build.load_tables(rd)
-    from prunescope.report import findings as F
-    from prunescope.report.figures.common import FigureInputs
-
-    order = build.stage_order(rd, cfg, tables)
-    summary = F.all_findings(tables, order, list(cfg.imp.exclude), 0.02)
-    runs = build.run_series([run_dir], build.open_runs([run_dir], rd, cfg), 0.02)
-    inputs = FigureInputs(tables, order, list(cfg.imp.exclude), summary["critical_sparsity"], runs)
-    return build.draw_figures(inputs, out)
+    return build.draw_figures(build.report_inputs([run_dir], rd, cfg).figures, out)
 
 
 def test_page_and_summary(analysed_run):

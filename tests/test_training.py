@@ -12,6 +12,7 @@ from prunescope.config import build_config
 from prunescope.config.schema import TrainSection
 from prunescope.data import DeviceLoader, prepare_from_config
 from prunescope.dense import new_model
+from prunescope.models import ModelInputs
 from prunescope.pruning.masks import Masker, apply_masks
 from prunescope.training.schedule import lr_factor
 from prunescope.training.trainer import Trainer, evaluate
@@ -61,7 +62,7 @@ def test_masked_training_keeps_pruned_weights_and_momentum_at_zero():
         preset="quickstart", overrides=["train.weight_decay=0.01", "train.nesterov=true"]
     )
     data = prepare_from_config(cfg)
-    model = new_model(cfg, 10, 1, data.image_size)
+    model = new_model(cfg, data.model_inputs())
     g = torch.Generator().manual_seed(0)
     masks = {
         k: torch.rand(p.shape, generator=g) > 0.5
@@ -96,7 +97,7 @@ def test_short_training_on_real_cifar10_lowers_the_loss(cifar10_root):
         ]
     )
     data = prepare_from_config(cfg)
-    trainer = Trainer(new_model(cfg, 10, 3, 32), cfg, data, torch.device("cpu"), 3)
+    trainer = Trainer(new_model(cfg, ModelInputs(10, 3, 32)), cfg, data, torch.device("cpu"), 3)
     _acc0, loss0 = trainer.evaluate()
     results = trainer.fit(0, 3, trainer.new_optimizer())
     acc, loss = trainer.evaluate()

@@ -12,12 +12,11 @@ from prunescope.data import (
     Normalizer,
     PreparedData,
     check_subset,
-    dataset_spec,
+    model_inputs,
     prepare_from_config,
-    stratified_subset,
 )
 from prunescope.errors import RunDirError
-from prunescope.models import build_model
+from prunescope.models.build import model_from_config
 from prunescope.pruning.masks import Masks, prunable_weight_keys
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_level_tensors
@@ -26,8 +25,8 @@ from prunescope.seeding import derive_seed
 
 
 def model_for(cfg: Config) -> nn.Module:
-    spec = dataset_spec(cfg.data.name)
-    return build_model(cfg.model.name, spec.num_classes, spec.channels, cfg.data.image_size)
+    """A model of the config's architecture, built for its data (untrained)."""
+    return model_from_config(cfg, model_inputs(cfg))
 
 
 def read_level(rd: RunDir, cfg: Config, level: int) -> tuple[nn.Module, Masks]:
@@ -51,35 +50,32 @@ def load_level(run_dir: str | Path, level: int) -> tuple[nn.Module, Masks]:
     return read_level(rd, cfg, level)
 
 
-def analysis_subset(labels: torch.Tensor, subset: int | None, seed: int) -> torch.Tensor | None:
-    """Indices of the test images an analysis with a test subset of ``subset`` uses."""
-    check_subset("an analysis test_subset", subset, labels.numpy(), int(labels.max()) + 1)
-    if subset is None or subset >= len(labels):
-        return None
-    idx = stratified_subset(labels.numpy(), subset, derive_seed(seed, "analysis-subset"))
-    return torch.from_numpy(idx)
-
-
 def test_images(
     data: PreparedData, cfg: Config, subset: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images, labels) of the run's test set, or the analysis subset of it."""
-    idx = analysis_subset(data.test_y, subset, cfg.seed)
-    if idx is None:
-        return data.test_x, data.test_y
-    return data.test_x[idx], data.test_y[idx]
+    """(inputs, labels) of the run's test set, or the analysis subset of it: images
+    (uint8), token sequences, or the graph with only the chosen test nodes labelled."""
+    labels = data.test_y[data.test_y != -100] if data.kind == "graph" else data.test_y
+    classes = len(data.classes) if data.kind != "tokens" else 0
+    unit = {"images": "images", "tokens": "sequences", "graph": "nodes"}[data.kind]
+    check_subset("an analysis test_subset", subset, labels.numpy(), classes, unit)
+    return data.subset("test", subset, derive_seed(cfg.seed, "analysis-subset"))
 
 
 def load_test_set(
     run_dir: str | Path, subset: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised float32 NCHW test images and labels that the run evaluates on.
+    """The test inputs the run evaluates on, as the model takes them, and their labels:
+    normalised float32 NCHW images; token ids and next-token targets; or node features
+    and labels (-100 on the nodes that are not test nodes).
 
-    ``subset=N`` gives exactly the images an analysis configured with a test
+    ``subset=N`` gives exactly the examples an analysis configured with a test
     subset of N uses.
     """
     _, cfg = open_run_dir(run_dir)
     data = prepare_from_config(cfg)
     x, y = test_images(data, cfg, subset)
+    if data.kind != "images":
+        return x.clone(), y.clone()
     norm = Normalizer(data.spec.mean, data.spec.std, torch.device("cpu"))
     return norm(x), y.clone()

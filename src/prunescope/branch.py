@@ -133,10 +133,7 @@ class BranchIMP(IMP):
 
     def make_rewind_state(self) -> dict[str, torch.Tensor]:
         if self.kind.reinit:
-            spec = self.data.spec
-            fresh = new_model(
-                self.cfg, spec.num_classes, spec.channels, self.data.image_size, "reinit"
-            )
+            fresh = new_model(self.cfg, self.data.model_inputs(), "reinit")
             return {k: v.detach().clone() for k, v in fresh.state_dict().items()}
         return read_state(self.parent, REWIND, self.model)
 

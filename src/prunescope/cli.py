@@ -74,15 +74,26 @@ def request_from_args(args: argparse.Namespace):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from prunescope.models import build_model, count_parameters, model_names, model_spec
+    from prunescope.models import build_for, count_parameters, model_names, model_spec
+    from prunescope.models.build import layer_groups
 
     for name in model_names():
-        model = build_model(name, num_classes=10, in_channels=3, image_size=32)
+        spec = model_spec(name)
+        model = build_for(name, spec.example)
         stages = ", ".join(f"{s} ({len(layers)})" for s, layers in model.stages.items())
         print(
-            f"{name:<14} {count_parameters(model):>12,} params (CIFAR-10)  {model_spec(name).description}"
+            f"{name:<24} {count_parameters(model):>12,} params ({spec.example_label})  "
+            f"{spec.description}"
         )
-        print(f"{'':<14} stages (prunable layers): {stages}")
+        print(f"{'':<24} stages (prunable layers): {stages}")
+        groups = layer_groups(model)
+        if groups:
+            listed = ", ".join(f"{g} ({len(layers)})" for g, layers in groups.items())
+            print(f"{'':<24} layer groups: {listed}")
+    print(
+        "\nyour own: model.name = package.module:function (returns an nn.Module), stages from "
+        "[model.stages] or its stages attribute"
+    )
     return 0
 
 
@@ -91,9 +102,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     for name in dataset_names():
         s = dataset_spec(name)
-        print(
-            f"{name:<13} {s.num_classes:>3} classes  {s.channels}x{s.image_size}x{s.image_size}  {s.description}"
-        )
+        shape = {
+            "images": f"{s.num_classes:>3} classes  {s.channels}x{s.image_size}x{s.image_size}",
+            "tokens": f"next character, {s.context} per sequence",
+            "graph": f"{s.num_classes or 'its':>3} classes  one graph",
+        }[s.kind]
+        print(f"{name:<16} {shape:<32} {s.description}")
     return 0
 
 

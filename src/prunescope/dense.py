@@ -13,7 +13,8 @@ import torch
 from prunescope.config import Config, config_to_toml
 from prunescope.data import prepare_from_config
 from prunescope.errors import RunDirError
-from prunescope.models import build_model, count_parameters
+from prunescope.models import ModelInputs, count_parameters
+from prunescope.models.build import model_from_config
 from prunescope.rundir.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text
 from prunescope.rundir.layout import MANIFEST
 from prunescope.seeding import derive_seed
@@ -33,13 +34,11 @@ def epochs_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def new_model(
-    cfg: Config, num_classes: int, channels: int, image_size: int, purpose: str = "init"
-) -> torch.nn.Module:
+def new_model(cfg: Config, inputs: ModelInputs, purpose: str = "init") -> torch.nn.Module:
     """The model at initialisation: a pure function of the config's seed (and of ``purpose``,
     so that a control can draw another initialisation from the same seed)."""
     torch.manual_seed(derive_seed(cfg.seed, purpose))
-    return build_model(cfg.model.name, num_classes, channels, image_size, init=cfg.model.init)
+    return model_from_config(cfg, inputs)
 
 
 def refuse_run_directory(out: Path) -> None:
@@ -56,14 +55,14 @@ def train_dense(cfg: Config, out: Path) -> dict:
     device = resolve_device(cfg.device)
     apply_threads(cfg.threads)
     data = prepare_from_config(cfg)
-    model = new_model(cfg, data.spec.num_classes, data.spec.channels, data.image_size)
+    model = new_model(cfg, data.model_inputs())
     log.info(
-        "training %s (%s parameters) on %s: %d train / %d test images, %d epochs, %s",
+        "training %s (%s parameters) on %s: %d train / %d test examples, %d epochs, %s",
         cfg.model.name,
         f"{count_parameters(model):,}",
         cfg.data.name,
-        len(data.train_y),
-        len(data.test_y),
+        data.examples("train"),
+        data.examples("test"),
         cfg.train.epochs,
         describe_device(device),
     )

@@ -24,6 +24,7 @@ network on the run's test images).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from prunescope.errors import RunDirError, UserInputError
-from prunescope.structure import Consumer, channel_flows
+from prunescope.structure import ELEMENTWISE, Consumer, channel_flows
 
 ARCHITECTURE = "architecture.json"
 EXPORT = "export.json"
@@ -66,6 +67,8 @@ def through(path: list[str], modules: dict[str, nn.Module], c: int, value: float
         m = modules.get(name)
         if name == "relu" or isinstance(m, nn.ReLU):
             value = max(value, 0.0)
+        elif isinstance(m, ELEMENTWISE):
+            value = float(m(torch.tensor([value], dtype=torch.float64))[0])
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             scale = (m.weight[c] if m.weight is not None else 1.0) / torch.sqrt(
                 m.running_var[c] + m.eps
@@ -291,7 +294,9 @@ def _resized(m: nn.Module, spec: dict[str, Any]) -> nn.Module:
 
 
 def flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Multiply-adds × 2 of every Conv2d and Linear for one input (BatchNorm etc. left out)."""
+    """Multiply-adds × 2 of every Conv2d and Linear for the first example of ``example``
+    (an image, a sequence, a graph's node; BatchNorm etc. and a graph's aggregation left
+    out)."""
     out: dict[str, int] = {}
     hooks = []
     for name, m in model.named_modules():
@@ -310,7 +315,7 @@ def flops(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
             hooks.append(m.register_forward_hook(lin_hook))
     try:
         with torch.no_grad():
-            model(example[:1])
+            model(example)
     finally:
         for h in hooks:
             h.remove()
@@ -358,7 +363,9 @@ class ExportResult:
 def export_model(model: nn.Module, layers: list[str], batches) -> ExportResult:
     """The smaller network of a masked model, checked against it on ``batches`` (fp32)."""
     model = model.eval().float()
-    example = batches[0][0][:2]
+    # a model whose samples are not independent (a graph's nodes) is traced on all of them
+    whole = getattr(model, "samples_independent", True) is False
+    example = batches[0][0] if whole else batches[0][0][:2]
     plans = plan_export(model, layers, example)
     small = build_smaller(model, plans, example)
     from prunescope.analysis.bn_constant import (
@@ -367,7 +374,8 @@ def export_model(model: nn.Module, layers: list[str], batches) -> ExportResult:
 
     following = following_batchnorm(model, layers)
     bn_of = {layer: following.get(layer) for layer in layers}
-    before, after = flops(model, example), flops(small, example)
+    first = example if whole else example[:1]
+    before, after = flops(model, first), flops(small, first)
     diff, rel = largest_difference(model, small, batches)
     return ExportResult(
         small,
@@ -404,13 +412,14 @@ def load_exported(folder: str | Path) -> nn.Module:
     ``model.safetensors``; no code from the folder runs."""
     from safetensors.torch import load_file
 
-    from prunescope.models import build_model
+    from prunescope.models.registry import ModelInputs, build_for
 
     folder = Path(folder)
     try:
         arch = json.loads((folder / ARCHITECTURE).read_text(encoding="utf-8"))
-        model = build_model(
-            arch["name"], arch["num_classes"], arch["in_channels"], arch["image_size"]
+        fields = {f.name for f in dataclasses.fields(ModelInputs)} - {"graph"}
+        model = build_for(
+            arch["name"], ModelInputs(**{k: v for k, v in arch.items() if k in fields})
         )
         resize(model, arch["modules"])
         model.load_state_dict(load_file(folder / MODEL))

@@ -91,8 +91,7 @@ class IMP:
         self.device = device
         self.data = data if data is not None else prepare_from_config(cfg)
         self.schedule = schedule_of(cfg)
-        spec = self.data.spec
-        self.model = new_model(cfg, spec.num_classes, spec.channels, self.data.image_size)
+        self.model = new_model(cfg, self.data.model_inputs())
         self.init_state = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.keys = prunable_weight_keys(self.model, cfg.imp.exclude)
         sched = self.schedule
@@ -224,7 +223,7 @@ class IMP:
     def consumers(self) -> dict[str, list[tuple[str, int, int]]]:
         """Weight key -> (consumer weight key, features per channel, consumer groups)."""
         modules = dict(self.model.named_modules())
-        example = self.data.test_x[:2].float().to(self.device)
+        example = self.data.example(self.device)
         flows = channel_flows(self.model.eval(), [k[: -len(".weight")] for k in self.keys], example)
         return {
             f"{layer}.weight": [
@@ -277,7 +276,7 @@ class IMP:
                 "train_accuracy": rows[-1]["train_accuracy"] if rows else None,
                 "epochs": sched.level_epochs,
                 "rewind_epoch": sched.rewind_epoch,
-                "test_images": len(self.data.test_y),
+                "test_images": self.data.examples("test"),
                 "precision": self.trainer.precision,
             },
             "state": state,

@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 
 from prunescope.analysis.accuracy import write_accuracy
-from prunescope.api import model_for
+from prunescope.api import model_for, test_images
 from prunescope.config import Config
 from prunescope.config.request import ConfigRequest
-from prunescope.data import PreparedData, check_subset, prepare_from_config
-from prunescope.errors import RunDirError, UserInputError
+from prunescope.data import PreparedData, prepare_from_config
+from prunescope.errors import DataError, RunDirError, UserInputError
 from prunescope.imp import IMP
 from prunescope.models import stage_of_layer
 from prunescope.pruning.masks import prunable_weight_keys
@@ -18,6 +18,7 @@ from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.session import WriteSession
 from prunescope.training.device import describe_device, resolve_device
+from prunescope.training.objective import scored_count
 from prunescope.training.precision import apply_threads
 
 log = logging.getLogger("prunescope")
@@ -31,14 +32,16 @@ def check_runnable(cfg: Config) -> PreparedData:
     data = prepare_from_config(cfg)
     model = model_for(cfg)
     prunable_weight_keys(model, cfg.imp.exclude)
-    labels = data.test_y.numpy()
     for name, section in (
         ("analysis.zeroing.test_subset", cfg.analysis.zeroing),
         ("analysis.similarity.test_subset", cfg.analysis.similarity),
         ("analysis.connectivity.test_subset", cfg.analysis.connectivity),
         ("analysis.export.test_subset", cfg.analysis.export),
     ):
-        check_subset(name, section.test_subset, labels, data.spec.num_classes)
+        try:
+            test_images(data, cfg, section.test_subset)
+        except DataError as exc:
+            raise DataError(str(exc).replace("an analysis test_subset", name)) from None
     return data
 
 
@@ -175,7 +178,6 @@ def export_level(run_dir: str | Path, level: int, out: str | Path) -> Path:
 
     from prunescope.analysis.context import AnalysisContext
     from prunescope.api import read_level
-    from prunescope.data import dataset_spec
     from prunescope.export import EXPORT, export_model, reasons, write_export
     from prunescope.rundir.level_files import read_metrics
     from prunescope.rundir.session import open_run_dir
@@ -188,18 +190,12 @@ def export_level(run_dir: str | Path, level: int, out: str | Path) -> Path:
     ctx = AnalysisContext(rd, cfg, torch.device("cpu"))
     batches = ctx.batches(cfg.analysis.export.test_subset, 250)
     res = export_model(model, ctx.prunable_layers, batches)
-    spec = dataset_spec(cfg.data.name)
     meta = {
-        "model": {
-            "name": cfg.model.name,
-            "num_classes": spec.num_classes,
-            "in_channels": spec.channels,
-            "image_size": cfg.data.image_size,
-        },
+        "model": {"name": cfg.model.name, **ctx.data.model_inputs().recordable()},
         "run": str(rd.root.resolve()),
         "level": level,
         "network_sparsity": read_metrics(rd, level)["network_sparsity"],
-        "test_images": sum(len(y) for _, y in batches),
+        "test_images": sum(scored_count(y) for _, y in batches),
         "max_abs_diff": res.max_abs_diff,
         "max_rel_diff": res.max_rel_diff,
         **res.totals(),

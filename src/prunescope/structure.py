@@ -2,8 +2,8 @@
 
 Fan-out pruning and the structured export need the same fact about a network: for
 each Conv2d/Linear layer, which later Conv2d/Linear layers read its output
-channels one for one (through BatchNorm, ReLU, dropout, pooling and flattening,
-which keep channels apart), or why they do not (a residual sum or a
+channels one for one (through BatchNorm, element-wise activations, dropout,
+pooling and flattening, which keep channels apart; not LayerNorm, which mixes them), or why they do not (a residual sum or a
 concatenation mixes a channel with another branch's). It is read off the traced
 graph (torch.fx) with the shapes of one forward pass, so it holds for any model
 built from standard modules, not just the built-in ones.
@@ -30,7 +30,15 @@ CHANNELWISE = (
     nn.MaxPool2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
 )
+# Of those, the ones that map a value to a value (a constant channel to a constant)
+ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU)
 _RELU = (F.relu, torch.relu)
 _FLATTEN = (torch.flatten,)
 _MIXING = {operator.add: "a sum", torch.add: "a sum", torch.cat: "a concatenation"}

@@ -167,6 +167,9 @@ class AblationEngine:
         memory_budget: int = 512 * 2**20,
         max_ablations: int = 64,
     ):
+        """``model`` must be traceable by torch.fx and take independent samples (no
+        operation mixes the rows of a batch); :func:`~prunescope.analysis.zeroing.zeroing_fast`
+        checks both and otherwise uses the naive loop."""
         self.gm = trace(model)
         self.gm.eval()
         self.modules = dict(self.gm.named_modules())
@@ -192,17 +195,56 @@ class AblationEngine:
         self.memory_budget = memory_budget
         self.max_ablations = max_ablations
         self.layers = supported
+        self.dense_start: set[str] = set()  # see check_shapes
 
-    def check_shapes(self, env: dict) -> None:
-        """After one base pass: a neuron must be dimension 1 of its layer's 2-D or 4-D output."""
+    def check_shapes(self, env: dict, x: torch.Tensor) -> None:
+        """After one base pass: how each layer's ablation starts.
+
+        A convolution's neuron is channel 1 of its output, a Linear's the last dimension.
+        A [B, C, ...] convolution output or a [B, F] Linear output starts as a one-channel
+        :class:`Delta`; any other output with neurons last ([B, tokens, F]) starts dense,
+        as K*B rows with the neuron zeroed, and the rest of the network is replayed on them.
+        """
+        self.batched = self.batch_carrying(x)
         for layer in list(self.layers):
             module = self.modules[layer]
-            out = env[self.nodes[layer]]
-            want = 2 if isinstance(module, nn.Linear) else 4
-            if not isinstance(out, torch.Tensor) or out.dim() != want:
-                self.unsupported[layer] = f"output of shape {tuple(getattr(out, 'shape', ()))}"
-                self.layers.remove(layer)
-                del self.nodes[layer], self.downstream[layer]
+            node = self.nodes[layer]
+            out = env[node]
+            if not isinstance(out, torch.Tensor) or out.dim() < 2:
+                self.give_up(layer, f"output of shape {tuple(getattr(out, 'shape', ()))}")
+            elif isinstance(module, nn.modules.conv._ConvNd):
+                if out.dim() != module.weight.dim():
+                    self.give_up(layer, f"output of shape {tuple(out.shape)}")
+            elif out.dim() > 2 or not isinstance(module, nn.Linear):
+                if node.target != layer:  # a normalisation after it: its channels differ
+                    self.give_up(layer, f"output mode after {node.target}")
+                else:
+                    self.dense_start.add(layer)
+
+    def batch_carrying(self, x: torch.Tensor) -> set[fx.Node]:
+        """Values whose first dimension is the batch: those that follow the input's batch
+        size (1 and 2 samples), so a constant that merely depends on the input (a causal
+        mask sized by the sequence length) is not repeated for the K ablations."""
+        placeholder = next(n for n in self.gm.graph.nodes if n.op == "placeholder")
+        below = {placeholder, *descendants(self.gm, placeholder)}
+        if len(x) < 2:
+            return below
+        one, two = self.base_pass(x[:1]), self.base_pass(x[:2])
+        return {
+            n
+            for n in below
+            if isinstance(one.get(n), torch.Tensor)
+            and isinstance(two.get(n), torch.Tensor)
+            and one[n].dim()
+            and (one[n].shape[0], two[n].shape[0]) == (1, 2)
+        }
+
+    def give_up(self, layer: str, reason: str) -> None:
+        """Leave ``layer`` to the naive loop."""
+        self.unsupported[layer] = reason
+        if layer in self.layers:
+            self.layers.remove(layer)
+            del self.nodes[layer], self.downstream[layer]
 
     # -- the unablated pass ------------------------------------------------------------------
     @torch.no_grad()
@@ -252,14 +294,17 @@ class AblationEngine:
         base = env[start]
         k = len(channels)
         idx = channels.to(base.device)
-        ablated: dict[fx.Node, object] = {
-            start: Delta(
+        if layer in self.dense_start:
+            first: object = repeat_rows(base, k)
+            first.view(k, -1, base.shape[-1])[torch.arange(k, device=base.device), :, idx] = 0
+        else:
+            first = Delta(
                 idx,
                 torch.zeros(
                     (k, base.shape[0], *base.shape[2:]), dtype=base.dtype, device=base.device
                 ),
             )
-        }
+        ablated: dict[fx.Node, object] = {start: first}
         for node in self.downstream[layer]:
             ablated[node] = self._run_ablated(node, env, ablated, k)
         output = next(n for n in reversed(self.gm.graph.nodes) if n.op == "output")

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prunescope.analysis.registry import AnalysisSpec, pruned_levels, register_analysis
+from prunescope.training import objective
 from prunescope.training.precision import autocast
 
 COLUMNS = [
@@ -76,16 +76,16 @@ def reestimate_batchnorm(model: nn.Module, batches, precision: str = "fp32") -> 
 
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches, precision: str = "fp32") -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over the batches."""
+    """(accuracy, mean cross-entropy) over the scored examples of the batches."""
     model.eval()
     correct, loss, n = 0, 0.0, 0
     for x, y in batches:
         with autocast(x.device, precision):
             out = model(x)
-        out = out.float()
-        correct += int((out.argmax(1) == y).sum())
-        loss += float(F.cross_entropy(out, y, reduction="sum"))
-        n += len(y)
+        c, scored = objective.correct_count(out, y)
+        correct += int(c)
+        loss += float(objective.loss_sum(out, y))
+        n += int(scored)
     return correct / n, loss / n
 
 

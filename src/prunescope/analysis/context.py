@@ -10,8 +10,9 @@ from torch import nn
 
 from prunescope.api import model_for, read_level, test_images
 from prunescope.config import Config
-from prunescope.data import DeviceLoader, PreparedData, prepare_from_config, stratified_subset
+from prunescope.data import PreparedData, prepare_from_config
 from prunescope.models import stage_of_layer
+from prunescope.models.build import layer_groups
 from prunescope.pruning.masks import Masks
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
@@ -30,6 +31,7 @@ class AnalysisContext:
         skeleton = model_for(cfg)
         self.stages: dict[str, list[str]] = dict(skeleton.stages)
         self.stage_of = stage_of_layer(skeleton)
+        self.groups = layer_groups(skeleton)  # across stages: a transformer's attention, MLP
         self.layers = list(self.stage_of)
         # DESIGN §6: zeroing and similarity cover the layers IMP prunes; an excluded
         # classifier's output neurons are the class logits, whose ablation says
@@ -73,22 +75,14 @@ class AnalysisContext:
         return model_for(self.cfg).to(self.device).eval()
 
     def train_batches(self, n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A fixed, stratified subset of ``n`` training images (no augmentation), normalised."""
-        y = self.data.train_y
-        idx = None
-        if n < len(y):
-            picked = stratified_subset(y.numpy(), n, derive_seed(self.cfg.seed, "train-subset"))
-            idx = torch.from_numpy(picked)
-        x = self.data.train_x if idx is None else self.data.train_x[idx]
-        y = y if idx is None else y[idx]
-        spec = self.data.spec
-        return list(DeviceLoader(x, y, batch_size, spec.mean, spec.std, self.device))
+        """A fixed subset of ``n`` training examples (stratified where examples have one
+        class; no augmentation), batched as the model takes them."""
+        x, y = self.data.subset("train", n, derive_seed(self.cfg.seed, "train-subset"))
+        return list(self.data.loader(x, y, batch_size, self.device))
 
     def batches(
         self, subset: int | None, batch_size: int
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised test batches on the device: the run's test set or its analysis subset."""
+        """Test batches on the device: the run's test set or its analysis subset."""
         x, y = test_images(self.data, self.cfg, subset)
-        spec = self.data.spec
-        loader = DeviceLoader(x, y, batch_size, spec.mean, spec.std, self.device)
-        return list(loader)
+        return list(self.data.loader(x, y, batch_size, self.device))

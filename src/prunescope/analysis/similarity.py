@@ -1,7 +1,7 @@
 """Activation similarity between two networks (Alg. 3, Figs. 13–14), streamed.
 
 Activations of a prunable layer are the module's output reshaped to
-``[samples·H·W, channels]``. Everything the three metrics need is a sum over
+``[samples·H·W, channels]`` (a Linear's ``[samples·tokens, features]``). Everything the three metrics need is a sum over
 rows, accumulated in float64 one batch at a time, so memory does not depend on
 the number of test images:
 
@@ -23,18 +23,21 @@ import math
 import torch
 
 from prunescope.analysis.registry import AnalysisSpec, pruned_levels, register_analysis
+from prunescope.models.registry import neuron_dim
 from prunescope.training.precision import autocast
 
 METRICS = ("cosine", "cosine_per_neuron", "cka")
 
 
-def as_rows(act: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] → [N·H·W, C] (channels last); [N, C] stays."""
-    if act.dim() == 4:
-        return act.permute(0, 2, 3, 1).reshape(-1, act.shape[1])
+def as_rows(act: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+    """Activations as ``[rows, channels]``: a convolution's [N, C, H, W] → [N·H·W, C]
+    (``channel_dim`` 1), a Linear's [N, tokens, F] → [N·tokens, F] (``channel_dim`` -1);
+    [N, C] stays (DESIGN §13)."""
+    if act.dim() < 2:
+        raise ValueError(f"cannot compare activations of shape {tuple(act.shape)}")
     if act.dim() == 2:
         return act
-    raise ValueError(f"cannot compare activations of shape {tuple(act.shape)}")
+    return act.movedim(channel_dim, -1).reshape(-1, act.shape[channel_dim])
 
 
 class SelfStats:
@@ -140,6 +143,7 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
         refs = sorted({0, level - 1})
         needed = [lv for lv in [level, *refs] if lv not in cache]
         models = {lv: ctx.level(lv)[0] for lv in [level, *refs]}
+        modules = dict(models[level].named_modules())
         fresh: dict[int, dict[str, SelfStats]] = {lv: {} for lv in needed}
         cross: dict[int, dict[str, CrossStats]] = {r: {} for r in refs}
         for x, _ in tqdm(
@@ -149,7 +153,8 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
                 lv: capture(m, ctx.prunable_layers, x, ctx.precision) for lv, m in models.items()
             }
             for layer in ctx.prunable_layers:
-                rows_of = {lv: as_rows(acts[lv][layer]) for lv in acts}
+                dim = neuron_dim(modules[layer])
+                rows_of = {lv: as_rows(acts[lv][layer], dim) for lv in acts}
                 for lv in needed:
                     st = fresh[lv].setdefault(layer, SelfStats(rows_of[lv].shape[1], x.device))
                     st.update(rows_of[lv])

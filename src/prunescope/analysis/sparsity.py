@@ -60,13 +60,32 @@ def sparsity_tables(ctx: AnalysisContext, levels: list[int]) -> dict[str, pd.Dat
             else pd.DataFrame(columns=COLUMNS["neuron_sparsity"])
         ),
         "dead_neurons": pd.DataFrame(dead_rows, columns=COLUMNS["dead_neurons"]),
+        "sparsity_groups": group_sparsity(layer_rows, ctx.groups),
     }
+
+
+def group_sparsity(layer_rows: list[tuple], groups: dict[str, list[str]]) -> pd.DataFrame:
+    """Zeros per declared layer group (attention vs MLP across every block), per level."""
+    layers = pd.DataFrame(layer_rows, columns=COLUMNS["sparsity_layers"])
+    parts = []
+    for group, members in groups.items():
+        g = layers[layers["layer"].isin(members)]
+        g = g.groupby(["level", "network_sparsity"], as_index=False)[["weights", "zeros"]].sum()
+        parts.append(g.assign(group=group))
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS["sparsity_groups"])
+    out = pd.concat(parts, ignore_index=True)
+    out["sparsity"] = out["zeros"] / out["weights"]
+    return out[COLUMNS["sparsity_groups"]].sort_values(["level", "group"], ignore_index=True)
 
 
 register_analysis(
     AnalysisSpec(
         name="sparsity",
-        description="zeros per layer and stage, every neuron's fan-in sparsity, fully pruned neurons",
+        description=(
+            "zeros per layer, stage and layer group, every neuron's fan-in sparsity, "
+            "fully pruned neurons"
+        ),
         tables={
             "sparsity_layers": [
                 "level",
@@ -102,6 +121,16 @@ register_analysis(
                 "layer",
                 "neurons",
                 "fully_pruned",
+            ],
+            # empty unless the model declares layer groups (model.groups, a transformer's
+            # attention and mlp)
+            "sparsity_groups": [
+                "level",
+                "network_sparsity",
+                "group",
+                "weights",
+                "zeros",
+                "sparsity",
             ],
         },
         compute=sparsity_tables,

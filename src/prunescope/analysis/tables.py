@@ -23,7 +23,17 @@ def register_table(name: str, columns: list[str]) -> None:
 # What each pinned column holds. Tables are read back from run directories that may
 # come from someone else: a column of the wrong kind is a damaged table, never text
 # that reaches a page or a figure label as if it were a number.
-TEXT_COLUMNS = {"stage", "layer", "reference", "metric", "format", "device", "method", "alpha_kind"}
+TEXT_COLUMNS = {
+    "stage",
+    "layer",
+    "group",
+    "reference",
+    "metric",
+    "format",
+    "device",
+    "method",
+    "alpha_kind",
+}
 INTEGER_COLUMNS = {
     "level",
     "reference_level",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
 from prunescope.analysis.bn_constant import bn_constants
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.analysis.tables import empty_table
+from prunescope.models.registry import neuron_dim
+from prunescope.training.objective import IGNORE, scored_count
 from prunescope.training.precision import autocast
 
 log = logging.getLogger("prunescope")
@@ -40,17 +43,34 @@ class ZeroingResult:
 
 
 def neuron_count(module: nn.Module) -> int:
-    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+    """Output units: a convolution's channels, a Linear's features, rows of another weight."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    return int(module.weight.shape[0])
 
 
 def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row-group correct counts and loss sums for logits of shape [K, B, classes]."""
-    k, b = logits.shape[:2]
-    flat = logits.reshape(k * b, -1).float()
-    yy = y.repeat(k)
-    correct = (flat.argmax(1) == yy).view(k, b).sum(1)
-    loss = F.cross_entropy(flat, yy, reduction="none").double().view(k, b).sum(1)
+    """Correct counts and loss sums per ablation for logits ``[K, B, ..., classes]`` and
+    labels ``[B, ...]``: every scored position (image, token, labelled node) counts."""
+    k, n = logits.shape[0], y.numel()
+    flat = logits.reshape(k * n, logits.shape[-1]).float()
+    yy = y.reshape(-1).repeat(k)
+    correct = ((flat.argmax(1) == yy) & (yy != IGNORE)).view(k, n).sum(1)
+    # an ignored position's loss is 0 (ignore_index is torch's default, -100)
+    loss = F.cross_entropy(flat, yy, reduction="none").double().view(k, n).sum(1)
     return correct, loss
+
+
+def output_targets(model: nn.Module, layers: list[str], mode: str) -> dict[str, str]:
+    """Module whose output the ``output`` mode zeroes, per layer (itself where the model
+    cannot be traced: there is then no following normalisation to find)."""
+    try:
+        gm = trace(model)
+    except Exception:
+        return dict(zip(layers, layers, strict=True))
+    return {layer: node.target for layer, node in ablation_nodes(gm, layers, mode).items()}
 
 
 # Any re-iterable source of (images, labels) batches: a list, or a DeviceLoader.
@@ -74,9 +94,7 @@ def zeroing_naive(
     """
     model.eval()
     modules = dict(model.named_modules())
-    targets = {
-        layer: node.target for layer, node in ablation_nodes(trace(model), layers, mode).items()
-    }
+    targets = output_targets(model, layers, mode) if mode == "output" else {}
 
     def evaluate() -> tuple[int, float]:
         correct, loss = 0, 0.0
@@ -89,7 +107,9 @@ def zeroing_naive(
         return correct, loss
 
     base_correct, base_loss = evaluate()
-    result = ZeroingResult(sum(len(y) for _, y in batches), base_correct, base_loss, {}, {})
+    result = ZeroingResult(
+        sum(scored_count(y) for _, y in batches), base_correct, base_loss, {}, {}
+    )
     for layer in layers:
         module = modules[layer]
         n = neuron_count(module)
@@ -107,10 +127,11 @@ def zeroing_naive(
                 if saved_b is not None:
                     module.bias[i] = saved_b
             else:
+                dim = neuron_dim(module)
 
-                def zero_output(_m, _inp, out, i=i):
+                def zero_output(_m, _inp, out, i=i, dim=dim):
                     out = out.clone()
-                    out[:, i] = 0
+                    out.select(dim, i).zero_()
                     return out
 
                 handle = modules[targets[layer]].register_forward_hook(zero_output)
@@ -136,6 +157,18 @@ def exact_float32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+_NOTICES: set[str] = set()
+
+
+def untraceable(model: nn.Module) -> str | None:
+    """Why torch.fx cannot trace ``model`` (data-dependent control flow, ...), or None."""
+    try:
+        trace(model)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return None
+
+
 @torch.no_grad()
 def zeroing_fast(
     model: nn.Module,
@@ -150,92 +183,124 @@ def zeroing_fast(
 ) -> ZeroingResult:
     """The same numbers as :func:`zeroing_naive`, batch by batch through the ablation engine.
 
-    Convolutions run in channels_last (faster with oneDNN and cuDNN) on a copy of the
-    model. Layers the engine cannot replay exactly (see
-    :func:`~prunescope.analysis.ablation.graph_problem`) are zeroed by the naive loop.
+    The engine needs a model that torch.fx can trace and whose samples are independent
+    (no operation mixes the rows of a batch, as a graph convolution does); a model that
+    is neither is zeroed by the naive loop, with a one-line notice. So are the layers
+    the engine cannot replay exactly (see
+    :func:`~prunescope.analysis.ablation.graph_problem`).
     """
+    naive = functools.partial(
+        zeroing_naive, batches=batches, mode=mode, neurons=neurons, precision=precision
+    )
+    why = untraceable(model)
+    if why:
+        why = f"torch.fx cannot trace {type(model).__name__} ({why})"
+    elif getattr(model, "samples_independent", True) is False:
+        why = f"{type(model).__name__} mixes the rows of a batch (a graph's nodes)"
+    if why:
+        if why not in _NOTICES:  # one line per run, not per level
+            _NOTICES.add(why)
+            log.warning("zeroing: %s: every neuron by the naive loop (same numbers, slower)", why)
+        return naive(model.eval(), layers, progress=progress)
     with exact_float32(), autocast(next(model.parameters()).device, precision):
-        original = model.eval()
-        model = copy.deepcopy(model).eval()
-        engine = AblationEngine(
+        result, unsupported = _engine_zeroing(
             model,
             layers,
-            mode,
+            batches,
+            mode=mode,
             max_ablations=max_ablations,
-            memory_budget=memory_budget or 32 * 2**20,
+            memory_budget=memory_budget,
+            progress=progress,
+            neurons=neurons,
         )
-        views = any(n.op == "call_method" and n.target == "view" for n in engine.gm.graph.nodes)
-        channels_last = not views and any(isinstance(m, nn.Conv2d) for m in model.modules())
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        device = next(model.parameters()).device
-        if memory_budget is None and device.type == "cuda":
-            # measured on 2 CPU cores: ResNet20 zeroing is fastest with 32 MB per pass
-            # (cache-sized); a GPU wants large passes
-            engine.memory_budget = 2 * 2**30
-        modules = dict(model.named_modules())
-        correct = {
-            layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.int64, device=device)
-            for layer in layers
-        }
-        loss = {
-            layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.float64, device=device)
-            for layer in layers
-        }
-        base_correct = torch.zeros((), dtype=torch.int64, device=device)
-        base_loss = torch.zeros((), dtype=torch.float64, device=device)
-        images, checked = 0, False
-        out_node = next(n for n in reversed(engine.gm.graph.nodes) if n.op == "output")
-        for x, y in batches:
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            images += len(y)
-            env = engine.base_pass(x)
-            if not checked:
-                engine.check_shapes(env)
-                checked = True
-            c, s = _score(env[out_node].unsqueeze(0), y)
-            base_correct += c[0]
-            base_loss += s[0]
-            for layer in engine.layers:
-                chosen = torch.as_tensor(
-                    list((neurons or {}).get(layer, range(len(correct[layer])))),
-                    dtype=torch.int64,
-                    device=device,
-                )
-                step = engine.chunk_size(layer, env, len(y))
+        if unsupported:
+            log.warning(
+                "zeroing %d layer(s) with the naive loop (%s)",
+                len(unsupported),
+                "; ".join(f"{k}: {v}" for k, v in list(unsupported.items())[:3]),
+            )
+            slow = naive(model.eval(), list(unsupported))
+            result.correct.update(slow.correct)
+            result.loss_sum.update(slow.loss_sum)
+    return result
+
+
+def _engine_zeroing(
+    model: nn.Module,
+    layers: list[str],
+    batches: Batches,
+    *,
+    mode: str,
+    max_ablations: int,
+    memory_budget: int | None,
+    progress: Callable[[int], None] | None,
+    neurons: dict[str, list[int]] | None,
+) -> tuple[ZeroingResult, dict[str, str]]:
+    """Every layer the engine can replay, on a copy of the model (convolutions in
+    channels_last: faster with oneDNN and cuDNN); and the layers it could not, with why."""
+    model = copy.deepcopy(model).eval()
+    engine = AblationEngine(
+        model, layers, mode, max_ablations=max_ablations, memory_budget=memory_budget or 32 * 2**20
+    )
+    views = any(n.op == "call_method" and n.target == "view" for n in engine.gm.graph.nodes)
+    channels_last = not views and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device
+    if memory_budget is None and device.type == "cuda":
+        # measured on 2 CPU cores: ResNet20 zeroing is fastest with 32 MB per pass
+        # (cache-sized); a GPU wants large passes
+        engine.memory_budget = 2 * 2**30
+    modules = dict(model.named_modules())
+    correct = {
+        layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.int64, device=device)
+        for layer in layers
+    }
+    loss = {
+        layer: torch.zeros(neuron_count(modules[layer]), dtype=torch.float64, device=device)
+        for layer in layers
+    }
+    base_correct = torch.zeros((), dtype=torch.int64, device=device)
+    base_loss = torch.zeros((), dtype=torch.float64, device=device)
+    scored, checked = 0, False
+    out_node = next(n for n in reversed(engine.gm.graph.nodes) if n.op == "output")
+    for x, y in batches:
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        scored += scored_count(y)
+        env = engine.base_pass(x)
+        if not checked:
+            engine.check_shapes(env, x)
+            checked = True
+        c, s = _score(env[out_node].unsqueeze(0), y)
+        base_correct += c[0]
+        base_loss += s[0]
+        for layer in list(engine.layers):
+            chosen = torch.as_tensor(
+                list((neurons or {}).get(layer, range(len(correct[layer])))),
+                dtype=torch.int64,
+                device=device,
+            )
+            step = engine.chunk_size(layer, env, len(y))
+            try:
                 for lo in range(0, len(chosen), step):
                     channels = chosen[lo : lo + step]
                     c, s = _score(engine.ablate(layer, channels, env), y)
                     correct[layer][channels] += c
                     loss[layer][channels] += s
-                if progress:
-                    progress(1)
-            del env
-        result = ZeroingResult(
-            images=images,
-            base_correct=int(base_correct),
-            base_loss_sum=float(base_loss),
-            correct={k: v.cpu() for k, v in correct.items()},
-            loss_sum={k: v.cpu() for k, v in loss.items()},
-        )
-        if engine.unsupported:
-            log.warning(
-                "zeroing %d layer(s) with the naive loop (%s)",
-                len(engine.unsupported),
-                "; ".join(f"{k}: {v}" for k, v in list(engine.unsupported.items())[:3]),
-            )
-            slow = zeroing_naive(
-                original,
-                list(engine.unsupported),
-                batches,
-                mode,
-                neurons=neurons,
-                precision=precision,
-            )
-            result.correct.update(slow.correct)
-            result.loss_sum.update(slow.loss_sum)
-    return result
+            except RuntimeError as exc:  # a shape the replay got wrong: the naive loop's
+                engine.give_up(layer, f"replay failed ({str(exc).splitlines()[0][:80]})")
+            if progress:
+                progress(1)
+        del env
+    result = ZeroingResult(
+        images=scored,
+        base_correct=int(base_correct),
+        base_loss_sum=float(base_loss),
+        correct={k: v.cpu() for k, v in correct.items() if k not in engine.unsupported},
+        loss_sum={k: v.cpu() for k, v in loss.items() if k not in engine.unsupported},
+    )
+    return result, engine.unsupported
 
 
 def zeroing_rows(ctx, level: int, mode: str, batches: list) -> pd.DataFrame:

@@ -206,15 +206,30 @@ def build_config(
 def resolve(cfg: Config) -> Config:
     """Write out the defaults that depend on other choices (classifier, image size)."""
     from prunescope.data import dataset_spec
-    from prunescope.models import model_spec
 
     cfg = cfg.model_copy(deep=True)
     spec = dataset_spec(cfg.data.name)
-    if cfg.data.image_size is None:
+    if cfg.data.image_size is None and spec.kind == "images":
         cfg.data.image_size = spec.image_size
+    if cfg.data.context is None and spec.kind == "tokens":
+        cfg.data.context = spec.context
     if cfg.imp.exclude is None:
-        cfg.imp.exclude = list(model_spec(cfg.model.name).classifier)
+        cfg.imp.exclude = default_exclude(cfg)
     return cfg
+
+
+def default_exclude(cfg: Config) -> list[str]:
+    """A built-in model's classifier; for a user's model, its ``classifier_layers`` or its
+    last prunable layer, which needs the model built (for its data)."""
+    from prunescope.models import is_user_model, model_spec
+
+    if not is_user_model(cfg.model.name):
+        return list(model_spec(cfg.model.name).classifier)
+    from prunescope.data import model_inputs
+    from prunescope.models.registry import build_for
+    from prunescope.models.user import default_classifier
+
+    return default_classifier(build_for(cfg.model.name, model_inputs(cfg), init=cfg.model.init))
 
 
 def config_to_toml(cfg: Config) -> str:

@@ -23,20 +23,53 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    name: str = Field("resnet20", description="a name from `prunescope models`")
+    name: str = Field(
+        "resnet20",
+        description="a name from `prunescope models`, or your factory as package.module:function",
+    )
     init: Literal["fan_out", "fan_in", "torch_default"] = Field(
         "fan_out",
         description="convolution init: He by fan-out (default), He by fan-in (OpenLTH), or "
         "PyTorch's default (what code without an explicit init gets)",
     )
+    stages: dict[str, list[str]] | None = Field(
+        None,
+        description="stage name -> module-name patterns (fnmatch over named_modules); "
+        "default: the model's own stages",
+    )
+    groups: dict[str, list[str]] | None = Field(
+        None,
+        description="layer groups across stages (e.g. attention vs mlp), as patterns; "
+        "default: the model's own, if any",
+    )
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str) -> str:
+        import re
+
         from prunescope.models import model_names
 
+        if ":" in v:  # a user's factory: imported when the model is built (one-line errors)
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", v):
+                raise ValueError(f"{v!r} must look like package.module:function")
+            return v
         if v not in model_names():
-            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(model_names())}")
+            raise ValueError(
+                f"unknown model {v!r}; choose one of {', '.join(model_names())}, or name your "
+                f"own factory as package.module:function"
+            )
+        return v
+
+    @field_validator("stages", "groups")
+    @classmethod
+    def _patterns(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if v is not None:
+            empty = [name for name, pats in v.items() if not pats]
+            if not v or empty:
+                raise ValueError(
+                    f"every entry needs at least one pattern (empty: {empty or 'all'})"
+                )
         return v
 
 
@@ -48,6 +81,12 @@ class DataSection(Section):
     test_subset: int | None = Field(None, gt=0, description="stratified seeded subset of test")
     image_size: int | None = Field(
         None, gt=0, le=512, description="resize images to this side (default: the dataset's)"
+    )
+    context: int | None = Field(
+        None,
+        gt=1,
+        le=65536,
+        description="tokens per sequence of a text dataset (default: the dataset's)",
     )
 
     @field_validator("name")
@@ -63,6 +102,9 @@ class DataSection(Section):
 class TrainSection(Section):
     batch_size: int = Field(128, gt=0, le=65536)
     eval_batch_size: int = Field(1000, gt=0, le=65536)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd (the paper's) or adamw (betas 0.9/0.999; momentum unused)"
+    )
     lr: float = Field(0.1, gt=0, le=100)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
@@ -152,6 +194,11 @@ class ImpSection(Section):
     group: GroupFields = Field(default_factory=GroupFields)
     prune_fanout: bool = Field(
         False, description="also prune what reads an emptied neuron, in the same budget"
+    )
+    prunable_types: list[str] = Field(
+        default_factory=list,
+        description="module types pruned besides Linear and Conv*, by dotted name "
+        "(package.module:Class); each needs a weight whose first dimension is its neurons",
     )
 
     @field_validator("method")

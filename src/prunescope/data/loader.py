@@ -121,3 +121,63 @@ class DeviceLoader:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
+
+
+class TokenLoader:
+    """Sequences of token ids and their next-token targets, batched on the device; the
+    order of an epoch comes from (seed, epoch), as for images."""
+
+    def __init__(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool = False,
+        seed: int = 0,
+    ):
+        self.tokens = tokens.to(device)
+        self.labels = targets.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.train = train
+        self.seed = seed
+        self.num_batches = -(-len(self.tokens) // batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.tokens)
+        if self.train:
+            g = cpu_generator(derive_seed(self.seed, "data", epoch))
+            order = torch.randperm(n, generator=g).to(self.device)
+        for b in range(self.num_batches):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order[sl] if self.train else sl
+            yield self.tokens[idx].long(), self.labels[idx].long()
+
+
+class GraphLoader:
+    """One graph is one batch: every node's features, the labels of the split's nodes
+    (the others are ignored by the loss and the accuracy)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, device: torch.device):
+        self.features = features.to(device)
+        self.labels = labels.to(device)
+        self.device = device
+        self.batch_size = len(labels)
+        self.num_batches = 1
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield self.features, self.labels

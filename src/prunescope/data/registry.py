@@ -31,19 +31,37 @@ class ArrayDataset:
                 raise ValueError(f"{len(x)} images but {len(y)} labels")
 
 
+# What a dataset holds decides how it is batched and scored (DESIGN §13): images
+# (classification, top-1), tokens (next-token prediction over every position of a
+# sequence) or one graph (node classification on the test nodes).
+KINDS = ("images", "tokens", "graph")
+METRICS = {
+    "images": "top-1 accuracy",
+    "tokens": "next-token accuracy",
+    "graph": "node accuracy",  # scored on the test nodes
+}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
     description: str
-    num_classes: int
+    num_classes: int  # 0: decided by the data (a vocabulary, a user's graph)
     channels: int
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_padding: int
     flip: bool
-    load: Callable[[Path, bool], ArrayDataset]
+    load: Callable[[Path, bool], object]  # ArrayDataset for images; see data/text, data/graph
     default_root: str
+    kind: str = "images"
+    context: int = 0  # tokens per sequence, for a text dataset
+    synthetic: bool = False  # said wherever the data are named
+
+    @property
+    def metric(self) -> str:
+        return METRICS[self.kind]
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}

@@ -1,11 +1,14 @@
 """Models and their stages. Importing this package registers every architecture."""
 
-from prunescope.models import regnet, resnet, vgg  # noqa: F401  (registration)
+from prunescope.models import gcn, gpt, mlp, regnet, resnet, vgg, vit  # noqa: F401
 from prunescope.models.registry import (
     PRUNABLE_TYPES,
+    ModelInputs,
     ModelSpec,
+    build_for,
     build_model,
     count_parameters,
+    is_user_model,
     model_names,
     model_spec,
     prunable_layers,
@@ -15,9 +18,12 @@ from prunescope.models.registry import (
 
 __all__ = [
     "PRUNABLE_TYPES",
+    "ModelInputs",
     "ModelSpec",
+    "build_for",
     "build_model",
     "count_parameters",
+    "is_user_model",
     "model_names",
     "model_spec",
     "prunable_layers",

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
+import torch
 from torch import nn
 
 from prunescope.errors import UserInputError
 
-PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+# DESIGN §13: a prunable layer is a Linear or a convolution (plus the types a model lists
+# in its ``prunable_types`` attribute, which ``imp.prunable_types`` fills); a neuron is an
+# output unit of one.
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelInputs:
+    """What a factory may ask for, by parameter name: a factory declares the ones it needs."""
+
+    num_classes: int = 10  # classes; the vocabulary size for a language model
+    in_channels: int = 3
+    image_size: int = 32
+    context: int | None = None  # tokens per sequence (language models)
+    features: int | None = None  # input features per node (graphs)
+    graph: torch.Tensor | None = None  # normalised sparse adjacency (graphs)
+
+    def arguments_for(self, factory: Callable[..., nn.Module]) -> dict[str, object]:
+        """The inputs ``factory`` declares (all of them when it takes ``**kwargs``)."""
+        params = inspect.signature(factory).parameters.values()
+        every = {f.name: getattr(self, f.name) for f in fields(self)}
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return every
+        return {p.name: every[p.name] for p in params if p.name in every}
+
+    def recordable(self) -> dict[str, int]:
+        """The inputs as JSON (the graph is data, not architecture: it is left out)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "graph" and getattr(self, f.name) is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -19,15 +52,24 @@ class ModelSpec:
     description: str
     classifier: tuple[str, ...]
     min_image_size: int
+    # what `prunescope models` builds it for, and says so
+    example: ModelInputs = field(default_factory=ModelInputs)
+    example_label: str = "CIFAR-10"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, description: str, classifier: tuple[str, ...], min_image_size: int = 8
+    name: str,
+    *,
+    description: str,
+    classifier: tuple[str, ...],
+    min_image_size: int = 8,
+    example: ModelInputs | None = None,
+    example_label: str = "CIFAR-10",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator for a factory ``f(num_classes, in_channels, image_size) -> nn.Module``.
+    """Decorator for a factory taking any of :class:`ModelInputs`' fields by name.
 
     ``classifier`` names the final layer(s): the default of ``imp.exclude``.
     """
@@ -35,7 +77,15 @@ def register_model(
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, factory, description, classifier, min_image_size)
+        _REGISTRY[name] = ModelSpec(
+            name,
+            factory,
+            description,
+            classifier,
+            min_image_size,
+            example or ModelInputs(),
+            example_label,
+        )
         return factory
 
     return wrap
@@ -45,22 +95,50 @@ def model_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def is_user_model(name: str) -> bool:
+    """``package.module:factory`` names a user's factory (DESIGN §13)."""
+    return ":" in name
+
+
 def model_spec(name: str) -> ModelSpec:
+    if is_user_model(name):
+        from prunescope.models.user import user_spec
+
+        return user_spec(name)
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UserInputError(
-            f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}"
+            f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}, or name your own "
+            f"factory as package.module:function"
         ) from None
 
 
+def prunable_types(model: nn.Module) -> tuple[type, ...]:
+    return PRUNABLE_TYPES + tuple(getattr(model, "prunable_types", ()))
+
+
 def prunable_layers(model: nn.Module) -> list[str]:
-    """Names of every Conv2d and Linear module, in ``named_modules`` order."""
-    return [n for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    """Names of every prunable module (Linear, Conv*, the model's extra types), in
+    ``named_modules`` order; not those inside an ``nn.MultiheadAttention`` (its fused
+    projections are one unit that :mod:`prunescope.models.user` refuses or leaves dense)."""
+    types = prunable_types(model)
+    fused = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, types) and not any(n.startswith(f"{f}.") for f in fused)
+    ]
+
+
+def neuron_dim(module: nn.Module) -> int:
+    """The dimension of a layer's output that indexes its neurons: a convolution's
+    channels (dimension 1); the last dimension of a Linear (or any other) output."""
+    return 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
 
 
 def check_stages(model: nn.Module) -> None:
-    """Every Conv2d/Linear module belongs to exactly one stage, listed in network order."""
+    """Every prunable module belongs to exactly one stage (a built-in model's own check)."""
     stages: dict[str, list[str]] = model.stages
     listed = [layer for layers in stages.values() for layer in layers]
     layers = prunable_layers(model)
@@ -85,17 +163,30 @@ def build_model(
     in_channels: int = 3,
     image_size: int = 32,
     init: str = "fan_out",
+    **inputs: object,
 ) -> nn.Module:
-    """Build a registered model. Its ``stages`` attribute maps stage name to layer names."""
+    """Build a registered model. Its ``stages`` attribute maps stage name to layer names.
+
+    ``inputs``: the other :class:`ModelInputs` (``context``, ``features``, ``graph``).
+    """
+    return build_for(
+        name,
+        ModelInputs(num_classes, in_channels, image_size, **inputs),  # type: ignore[arg-type]
+        init=init,
+    )
+
+
+def build_for(name: str, inputs: ModelInputs, *, init: str = "fan_out") -> nn.Module:
     spec = model_spec(name)
-    if image_size < spec.min_image_size:
+    if inputs.image_size < spec.min_image_size:
         raise UserInputError(
-            f"model {name!r} needs images of at least {spec.min_image_size}px, got {image_size}px "
-            f"(set data.image_size)"
+            f"model {name!r} needs images of at least {spec.min_image_size}px, got "
+            f"{inputs.image_size}px (set data.image_size)"
         )
-    model = spec.factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
-    check_stages(model)
-    if init != "fan_out":  # the models initialise themselves by fan-out
+    model = spec.factory(**inputs.arguments_for(spec.factory))
+    if not is_user_model(name):
+        check_stages(model)  # a user's model is checked against its config (models/user.py)
+    if init != "fan_out":  # the built-in models initialise themselves by fan-out
         reinitialise(model, init)
     return model
 
@@ -108,7 +199,7 @@ def reinitialise(model: nn.Module, init: str) -> None:
         raise UserInputError(f"unknown model.init {init!r}; choose one of {', '.join(INITS)}")
     for m in model.modules():
         if init == "torch_default" and isinstance(
-            m, nn.Conv2d | nn.Linear | nn.BatchNorm1d | nn.BatchNorm2d
+            m, nn.modules.conv._ConvNd | nn.Linear | nn.BatchNorm1d | nn.BatchNorm2d
         ):
             m.reset_parameters()
         elif init == "fan_in" and isinstance(m, nn.Conv2d):
@@ -138,13 +229,16 @@ def stage_of_layer(model: nn.Module) -> dict[str, str]:
 
 
 __all__ = [
+    "ModelInputs",
     "ModelSpec",
+    "build_for",
     "build_model",
     "check_stages",
     "count_parameters",
     "init_conv_bn",
     "model_names",
     "model_spec",
+    "neuron_dim",
     "prunable_layers",
     "register_model",
     "stage_of_layer",

@@ -22,16 +22,17 @@ def prunable_weight_keys(model: nn.Module, exclude: Iterable[str]) -> list[str]:
     """State-dict keys of the prunable weights, in network order."""
     exclude = list(exclude)
     layers = prunable_layers(model)
-    unknown = [e for e in exclude if e not in layers]
+    fused = {n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    unknown = [e for e in exclude if e not in layers and e not in fused]
     if unknown:
         raise UserInputError(
-            f"imp.exclude names {unknown} that are not Conv2d/Linear modules of this model; "
+            f"imp.exclude names {unknown} that are not prunable modules of this model; "
             f"its layers are {', '.join(layers)}"
         )
     keys = [f"{name}.weight" for name in layers if name not in exclude]
     if not keys:
         raise UserInputError(
-            f"imp.exclude names every Conv2d/Linear layer of this model ({len(layers)}): "
+            f"imp.exclude names every prunable layer of this model ({len(layers)}): "
             f"nothing is left to prune"
         )
     return keys

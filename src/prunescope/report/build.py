@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from prunescope.analysis.registry import analyses
 from prunescope.analysis.tables import COLUMNS, has_table, read_table
 from prunescope.config import Config
+from prunescope.data.registry import dataset_spec
 from prunescope.errors import RunDirError
 from prunescope.report import findings as F
 from prunescope.report.figures import (
@@ -18,6 +20,7 @@ from prunescope.report.figures import (
     connectivity,
     controls,
     export,
+    group_sparsity,
     neuron_sparsity,
     runtime,
     similarity,
@@ -41,6 +44,7 @@ FIGURES = [
     (accuracy, ("accuracy",)),
     (weights, ("weight_hist",)),
     (stage_sparsity, ("sparsity_layers",)),
+    (group_sparsity, ("sparsity_groups",)),
     (neuron_sparsity, ("neuron_sparsity",)),
     (zeroing, ("zeroing", "zeroing_output")),
     (similarity, ("similarity",)),
@@ -71,11 +75,16 @@ def stage_order(rd: RunDir, cfg: Config, tables: dict[str, pd.DataFrame]) -> lis
 
 
 def missing_analyses(tables: dict[str, pd.DataFrame]) -> list[str]:
-    """The analyses whose figures cannot be drawn yet, in registry order."""
-    empty = {
-        t for _, needs in FIGURES if not any(has_rows(tables, n) for n in needs) for t in needs
-    }
-    return [name for name, spec in analyses().items() if spec.default and empty & set(spec.tables)]
+    """The default analyses that feed a figure and have written no row yet, in registry
+    order (one table of an analysis may be empty by design: layer groups of a CNN)."""
+    drawn = {t for _, needs in FIGURES for t in needs}
+    return [
+        name
+        for name, spec in analyses().items()
+        if spec.default
+        and drawn & set(spec.tables)
+        and not any(has_rows(tables, t) for t in spec.tables)
+    ]
 
 
 def has_rows(tables: dict[str, pd.DataFrame], name: str) -> bool:
@@ -204,38 +213,56 @@ def draw_figures(inputs: FigureInputs, out: Path) -> list[FigureFile]:
     return figures
 
 
-def build_report(
-    run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config, replicates: bool = False
-) -> dict:
+@dataclass
+class ReportInputs:
+    """What the page, summary.json and every figure are made from."""
+
+    tables: dict[str, pd.DataFrame]
+    summary: dict
+    runs: list[RunSeries]
+    per_run: list[dict]
+    figures: FigureInputs
+
+
+def report_inputs(
+    run_dirs: list[Path], rd: RunDir, cfg: Config, replicates: bool = False
+) -> ReportInputs:
     tables = load_tables(rd)
     if not has_rows(tables, "accuracy"):
         raise RunDirError(f"{rd.root} has no completed level to report on")
     order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
-    types = layer_types(cfg)
-    summary = F.all_findings(tables, order, list(cfg.imp.exclude or []), margin, types)
+    exclude = list(cfg.imp.exclude or [])
+    summary = F.all_findings(tables, order, exclude, margin, layer_types(cfg))
     opened = open_runs(run_dirs, rd, cfg)
     branches = control_tables(rd)
     if branches:
-        summary["controls"] = F.controls_finding(
-            tables["accuracy"], branches, order, list(cfg.imp.exclude or [])
-        )
+        summary["controls"] = F.controls_finding(tables["accuracy"], branches, order, exclude)
     runs = run_series(run_dirs, opened, margin, replicates) + control_series(branches, margin)
     per_run = run_summaries(run_dirs, opened, margin) if len(run_dirs) > 1 else []
-    inputs = FigureInputs(
+    figures = FigureInputs(
         tables,
         order,
-        list(cfg.imp.exclude or []),
+        exclude,
         summary["critical_sparsity"],
         runs,
-        tuple(cfg.report.hist_sparsities),
-        cfg.analysis.zeroing.mode,
-        branches,
-        run_tables(run_dirs, opened, tables),
-        types,
-        hardware(rd),
+        targets=tuple(cfg.report.hist_sparsities),
+        zeroing_mode=cfg.analysis.zeroing.mode,
+        controls=branches,
+        run_tables=run_tables(run_dirs, opened, tables),
+        layer_types=layer_types(cfg),
+        hardware=hardware(rd),
+        metric=dataset_spec(cfg.data.name).metric,
     )
-    figures = draw_figures(inputs, out)
+    return ReportInputs(tables, summary, runs, per_run, figures)
+
+
+def build_report(
+    run_dirs: list[Path], out: Path, rd: RunDir, cfg: Config, replicates: bool = False
+) -> dict:
+    made = report_inputs(run_dirs, rd, cfg, replicates)
+    tables, summary, runs, per_run = made.tables, made.summary, made.runs, made.per_run
+    figures = draw_figures(made.figures, out)
     missing = missing_analyses(tables)
     if missing:
         log.info(

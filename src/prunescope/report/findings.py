@@ -374,6 +374,23 @@ def export_finding(export: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def group_finding(groups: pd.DataFrame) -> dict[str, Any]:
+    """Which declared layer group (attention vs MLP) is pruned more, at the last level and
+    at how many of the pruned levels."""
+    pruned = groups[groups["level"] > 0]
+    wide = pruned.pivot_table(index="level", columns="group", values="sparsity")
+    most = wide.idxmax(axis=1)
+    last = int(wide.index.max())
+    return {
+        "level": last,
+        "network_sparsity": float(pruned.loc[pruned["level"] == last, "network_sparsity"].iloc[0]),
+        "last": {g: _f(v) for g, v in wide.loc[last].items()},
+        "most_pruned": str(most.loc[last]),
+        "levels_most_pruned": int((most == most.loc[last]).sum()),
+        "levels": len(wide),
+    }
+
+
 def all_findings(
     tables: dict[str, pd.DataFrame],
     stage_order: list[str],
@@ -388,6 +405,9 @@ def all_findings(
         out["later_stages_pruned_more"] = stage_order_finding(
             tables["sparsity_layers"], stage_order, exclude, level
         )
+    groups = tables.get("sparsity_groups", pd.DataFrame())
+    if not groups.empty and (groups["level"] > 0).any():
+        out["layer_groups"] = group_finding(groups)
     if "dead_neurons" in tables and "neuron_sparsity" in tables:
         out["fully_pruned_neurons"] = dead_neuron_finding(
             tables["dead_neurons"], tables["neuron_sparsity"], exclude

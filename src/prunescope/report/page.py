@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from prunescope.config import Config
+from prunescope.data.registry import dataset_spec
 from prunescope.report.figures.common import FigureFile, RunSeries
 from prunescope.report.sentences import finding_sentences, pct
 from prunescope.rundir.layout import RunDir, level_name
@@ -154,7 +155,9 @@ def render_page(
     from prunescope import __version__
 
     crit = summary["critical_sparsity"]
-    title = f"prunescope: {cfg.model.name} on {cfg.data.name}"
+    spec = dataset_spec(cfg.data.name)
+    data = f"{cfg.data.name} (synthetic data)" if spec.synthetic else cfg.data.name
+    title = f"prunescope: {cfg.model.name} on {data}"
     pruned = sorted(int(lv) for lv in tables["accuracy"]["level"] if lv > 0)
     findings = "\n".join(
         f"<li><b>{html.escape(head)}</b> {html.escape(text)}</li>"
@@ -177,7 +180,7 @@ does not narrow; representations stay similar to the dense network.</p>
 {findings}
 </ol>
 <h2>Levels</h2>
-<table><tr><th>level</th><th>network sparsity</th><th>test accuracy</th><th>test loss</th><th>train time</th></tr>
+<table><tr><th>level</th><th>network sparsity</th><th>test {html.escape(spec.metric)}</th><th>test loss</th><th>train time</th></tr>
 {level_rows(rd, tables, crit.get("level"))}
 </table>
 {runs_table(runs)}

@@ -207,6 +207,16 @@ def controls_finding(controls: dict[str, Any]) -> Finding:
     )
 
 
+def group_sentence(gf: dict[str, Any]) -> Finding:
+    shares = ", ".join(f"{g} {pct(v)}" for g, v in gf["last"].items())
+    return (
+        "Which layers are pruned more?",
+        f"At the last level ({gf['level']}, {pct(gf['network_sparsity'])} network sparsity) the "
+        f"layer groups are this sparse: {shares}; {gf['most_pruned']} is the sparsest group at "
+        f"{gf['levels_most_pruned']} of the {gf['levels']} pruned levels.",
+    )
+
+
 def export_sentence(ex: dict[str, Any]) -> Finding:
     return (
         "A smaller network?",
@@ -252,6 +262,8 @@ def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list
     out = [critical_finding(crit, pruned_levels)]
     if (st := summary.get("later_stages_pruned_more")) is not None:
         out.append(stage_order_finding(st, crit.get("level")))
+    if gf := summary.get("layer_groups"):
+        out.append(group_sentence(gf))
     if (dn := summary.get("fully_pruned_neurons")) and dn["per_level"]:
         out.append(dead_neuron_finding(dn))
     if (zs := summary.get("zeroing_spread")) and zs["levels_considered"]:

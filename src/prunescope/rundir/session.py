@@ -50,9 +50,11 @@ KEPT_BY_REDO = (
     "model.",
     "data.name",
     "data.image_size",
+    "data.context",
     "data.train_subset",
     "data.test_subset",
     "imp.exclude",
+    "imp.prunable_types",
     "imp.rewind",
     "imp.pretrain_epochs",
 )

@@ -51,7 +51,14 @@ def make_scheduler(
     )
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.SGD:
+def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
+    """SGD (the paper's) or AdamW (what transformers are trained with). A pruned weight
+    stays 0 under both: its gradient is masked, so its momentum or Adam moments stay 0,
+    and the mask is applied again after every step."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
+        )
     return torch.optim.SGD(
         model.parameters(),
         lr=cfg.lr,

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -21,6 +20,7 @@ from prunescope.data import DeviceLoader, PreparedData
 from prunescope.errors import NonFiniteLossError
 from prunescope.pruning.masks import Masker
 from prunescope.seeding import derive_seed
+from prunescope.training import objective
 from prunescope.training.compile import GuardedForward, compile_model, compile_wanted
 from prunescope.training.device import use_channels_last
 from prunescope.training.precision import autocast, resolve_precision
@@ -48,22 +48,23 @@ class EpochResult:
 def evaluate(
     model: nn.Module, loader: DeviceLoader, precision: str = "fp32"
 ) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over every image of ``loader``; the forward pass in
-    ``precision``, the loss and the counts in float32/float64."""
+    """(accuracy, mean cross-entropy) over every scored example of ``loader`` (image,
+    token or node); the forward pass in ``precision``, the loss and the counts in
+    float32/float64."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
-    n = 0
+    n = torch.zeros((), dtype=torch.int64, device=loader.device)
     for x, y in loader:
         with autocast(loader.device, precision):
             out = model(x)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
-        correct += (out.argmax(1) == y).sum()
-        n += len(y)
+        loss_sum += objective.loss_sum(out, y).double()
+        c, scored = objective.correct_count(out, y)
+        correct += c
+        n += scored
     model.train(was_training)
-    return int(correct) / n, float(loss_sum) / n
+    return int(correct) / int(n), float(loss_sum) / int(n)
 
 
 class Trainer:
@@ -88,26 +89,19 @@ class Trainer:
         self.model = model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        spec = data.spec
-        self.train_loader = DeviceLoader(
+        self.train_loader = data.loader(
             data.train_x,
             data.train_y,
             cfg.train.batch_size,
-            spec.mean,
-            spec.std,
             device,
             train=True,
-            crop_padding=spec.crop_padding,
-            flip=spec.flip,
             seed=cfg.seed,
             channels_last=channels_last,
         )
-        self.test_loader = DeviceLoader(
+        self.test_loader = data.loader(
             data.test_x,
             data.test_y,
             cfg.train.eval_batch_size,
-            spec.mean,
-            spec.std,
             device,
             channels_last=channels_last,
         )
@@ -120,7 +114,7 @@ class Trainer:
             self.model, compile_model(self.model) if self.compiled else None
         )
 
-    def new_optimizer(self) -> torch.optim.SGD:
+    def new_optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.model, self.cfg.train)
 
     def scheduler(self, optimizer: torch.optim.Optimizer, epoch: int, final_lr: bool = False):
@@ -150,7 +144,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         correct = torch.zeros((), dtype=torch.int64, device=dev)
         bad_step = torch.full((), -1, dtype=torch.int64, device=dev)
-        n = 0
+        n = torch.zeros((), dtype=torch.int64, device=dev)
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         batches = tqdm(
@@ -170,16 +164,17 @@ class Trainer:
             if masker:
                 masker.mask_weights()
             detached = loss.detach()
-            loss_sum += detached.double() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
+            c, scored = objective.correct_count(out.detach(), y)
+            loss_sum += detached.double() * scored
+            correct += c
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
-            n += len(y)
-        train_loss = float(loss_sum) / max(n, 1)
+            n += scored
+        scored_total = max(int(n), 1)
         return EpochResult(
             epoch=epoch,
             lr=lr,
-            train_loss=train_loss,
-            train_accuracy=int(correct) / max(n, 1),
+            train_loss=float(loss_sum) / scored_total,
+            train_accuracy=int(correct) / scored_total,
             nonfinite_step=int(bad_step),
             seconds=time.perf_counter() - start,
         )
@@ -190,7 +185,7 @@ class Trainer:
         self.model.zero_grad(set_to_none=True)  # here: a failed compiled attempt leaves none
         with autocast(self.device, self.precision):
             out = module(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+            loss = objective.loss(out, y, label_smoothing=self.cfg.train.label_smoothing)
         loss.backward()
         return out, loss
 

@@ -52,7 +52,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
                 ls="none",
             )
     sparsity_axis(ax, top, remaining_axis=True)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {inp.metric} (%)")
     margin = inp.critical.get("margin", 0.0)
     # below the axes, never over the data, however many runs
     fig.legend(loc="outside lower center", ncols=min(3, len(inp.runs)))
@@ -68,8 +68,8 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             fig,
             out,
             "accuracy",
-            "Test accuracy against network sparsity (paper Fig. 4). The x axis is logarithmic in "
-            "the weights remaining (top axis), so every pruning level of a fixed rate is one "
+            f"Test {inp.metric} against network sparsity (paper Fig. 4). The x axis is "
+            "logarithmic in the weights remaining (top axis), so every pruning level of a fixed rate is one "
             f"equal step; {where}.{_extras(inp)}",
         )
     ]

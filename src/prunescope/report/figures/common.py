@@ -81,6 +81,7 @@ class FigureInputs:
     run_tables: list[tuple[str, dict[str, pd.DataFrame]]] = field(default_factory=list)
     layer_types: dict[str, str] = field(default_factory=dict)  # layer -> "3x3 conv", "linear"...
     hardware: str = "this machine"
+    metric: str = "top-1 accuracy"  # what "accuracy" means for the dataset
 
 
 @dataclass

@@ -78,7 +78,7 @@ def _figure(inp: FigureInputs, table: str, out: Path) -> FigureFile:
     for ax in list(axes.flat)[len(stages) :]:
         ax.set_visible(False)
     caption = (
-        f"Change in test accuracy when one neuron is zeroed ({TITLES[table]}), for every neuron "
+        f"Change in test {inp.metric} when one neuron is zeroed ({TITLES[table]}), for every neuron "
         "of each stage, across levels (paper Figs. 11–12); each stage has its own y range."
     )
     if table == "zeroing" and constants:

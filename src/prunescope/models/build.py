@@ -1,0 +1,44 @@
+"""The model a config describes: built for its data, with the config's stages, groups and
+prunable types applied and checked (DESIGN §13)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from prunescope.models.registry import ModelInputs, build_for, is_user_model, prunable_layers
+from prunescope.models.user import (
+    check_declared_stages,
+    layers_by_pattern,
+    refuse_fused_attention,
+    resolve_types,
+)
+
+
+def model_from_config(cfg, inputs: ModelInputs) -> nn.Module:  # cfg: prunescope.config.Config
+    model = build_for(cfg.model.name, inputs, init=cfg.model.init)
+    configure(model, cfg)
+    return model
+
+
+def configure(model: nn.Module, cfg) -> None:
+    """Extra prunable types, refused fused attention, stages and layer groups."""
+    extra = resolve_types(cfg.imp.prunable_types)
+    if extra:
+        model.prunable_types = tuple(getattr(model, "prunable_types", ())) + extra
+    refuse_fused_attention(model, cfg.imp.exclude or ())
+    layers = prunable_layers(model)
+    if cfg.model.stages:
+        model.stages = layers_by_pattern(
+            model, cfg.model.stages, layers, section="model.stages", cover=True
+        )
+    elif is_user_model(cfg.model.name) or extra:
+        model.stages = check_declared_stages(model, layers)
+    if cfg.model.groups:
+        model.layer_groups = layers_by_pattern(
+            model, cfg.model.groups, layers, section="model.groups", cover=False
+        )
+
+
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Layer groups across stages (a transformer's attention vs MLP layers), if declared."""
+    return dict(getattr(model, "layer_groups", None) or {})
