@@ -15,6 +15,7 @@ from prunescope.errors import (
     ConfigError,
     PrunescopeError,
     Terminated,
+    UserInputError,
     readable,
 )
 
@@ -184,10 +185,39 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from prunescope import sweep
+
+    if args.target == "status":
+        if args.sweep_dir is None:
+            raise UserInputError(
+                "sweep status needs the sweep directory: prunescope sweep status DIR"
+            )
+        print(sweep.status_table(sweep.sweep_status(args.sweep_dir)))
+        return 0
+    if args.sweep_dir is not None:
+        raise UserInputError(
+            f"unexpected argument {str(args.sweep_dir)!r} (use --dir for the sweep directory)"
+        )
+    root = sweep.run_sweep(
+        Path(args.target),
+        executor=args.executor,
+        slots=args.jobs,
+        sweep_dir=args.dir,
+        analyze=not args.no_analyze,
+    )
+    states = sweep.sweep_status(root)
+    print(sweep.status_table(states))
+    failed = [s for s in states if s.state == "failed"]
+    return 1 if failed and args.executor == "local" else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from prunescope.report.build import make_report
+    from prunescope.sweep import expand_report_args
 
-    index = make_report(args.run_dirs, args.out, replicates=args.replicates)
+    run_dirs, out = expand_report_args(args.run_dirs, args.out)
+    index = make_report(run_dirs, out, replicates=args.replicates)
     print(index)
     return 0
 
@@ -311,6 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the runs are seeds of one experiment: refuse them if their configs differ in more",
     )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "sweep",
+        help="a grid of runs from a sweep file, locally N at a time or on SLURM (submitit); "
+        "'sweep status DIR' shows where each run stands",
+    )
+    p.add_argument("target", metavar="SWEEP.toml|status", help="a sweep file, or 'status'")
+    p.add_argument("sweep_dir", nargs="?", type=Path, metavar="SWEEP_DIR", help=argparse.SUPPRESS)
+    p.add_argument("--executor", default="local", choices=["local", "slurm"], help="default local")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default 1)")
+    p.add_argument(
+        "--dir", type=Path, metavar="SWEEP_DIR", help="default: the sweep file's path without .toml"
+    )
+    p.add_argument("--no-analyze", action="store_true", help="train only")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="what a run directory holds, what is left, damaged files")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
