@@ -130,7 +130,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         analyze=not args.no_analyze,
         redo_from=args.redo_from,
     )
-    if not args.no_analyze:
+    from prunescope.distributed import world
+
+    if not args.no_analyze and world().writer:
         print(args.run_dir / "report" / "index.html")
     return 0
 

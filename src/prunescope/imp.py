@@ -20,6 +20,7 @@ import torch
 from prunescope.config import Config
 from prunescope.data import PreparedData, prepare_from_config
 from prunescope.dense import epochs_csv, new_model
+from prunescope.distributed import broadcast_object, broadcast_tensors, world
 from prunescope.errors import NonFiniteLossError, RunDirError
 from prunescope.models import count_parameters
 from prunescope.pruning.masks import (
@@ -73,6 +74,35 @@ def schedule_of(cfg: Config) -> Schedule:
 #            rewind epoch (learning-rate rewinding, Renda et al. 2020)
 #   finetune level k-1's trained weights, trained at the schedule's final learning rate
 KEEPS_TRAINED_WEIGHTS = ("lr", "finetune")
+
+
+def lead_phase(
+    model: torch.nn.Module,
+    masks: Masks | None,
+    optimizer: torch.optim.Optimizer,
+    *,
+    resumed: bool,
+    first_epoch: int,
+    begin: int,
+    end_epoch: int,
+    final_lr: bool,
+) -> None:
+    """Rank 0 under torchrun: what the phase starts from, to every rank (see ``follow``)."""
+    if not world().distributed:
+        return
+    broadcast_object(
+        {
+            "masks": masks is not None,
+            "optimizer": optimizer.state_dict() if resumed else None,
+            "first_epoch": first_epoch,
+            "begin": begin,
+            "end_epoch": end_epoch,
+            "final_lr": final_lr,
+        }
+    )
+    broadcast_tensors(model.state_dict())
+    if masks is not None:
+        broadcast_tensors(masks)
 
 
 def level_sparsity(state: dict[str, torch.Tensor], keys: list[str]) -> tuple[int, int]:
@@ -170,6 +200,16 @@ class IMP:
                 if masks is not None:
                     apply_masks(model, masks)
                 optimizer = self.trainer.new_optimizer()
+        lead_phase(
+            model,
+            masks,
+            optimizer,
+            resumed=begin != first_epoch,
+            first_epoch=first_epoch,
+            begin=begin,
+            end_epoch=end_epoch,
+            final_lr=final_lr,
+        )
         masker = Masker(model, masks) if masks is not None else None
         progress = PhaseProgress(
             name,
@@ -200,6 +240,26 @@ class IMP:
         finally:
             progress.close()
         return rows
+
+    def follow(self) -> None:
+        """Ranks other than 0 under torchrun: train every phase rank 0 announces, in step
+        with it, writing nothing; return when it says training is done."""
+        while (phase := broadcast_object()) is not None:
+            masks = dense_masks(self.model, self.keys) if phase["masks"] else None
+            broadcast_tensors(self.model.state_dict())
+            if masks is not None:
+                broadcast_tensors(masks)
+            optimizer = self.trainer.new_optimizer()
+            if phase["optimizer"] is not None:
+                optimizer.load_state_dict(phase["optimizer"])
+            self.trainer.fit(
+                phase["begin"],
+                phase["end_epoch"],
+                optimizer,
+                Masker(self.model, masks) if masks is not None else None,
+                first_epoch=phase["first_epoch"],
+                final_lr=phase["final_lr"],
+            )
 
     # -- masks -----------------------------------------------------------------------------
     def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from prunescope import distributed
 from prunescope.analysis.accuracy import write_accuracy
 from prunescope.api import model_for, test_images
 from prunescope.config import Config
@@ -52,37 +53,83 @@ def run(
     analyze: bool = True,
     redo_from: int | None = None,
 ) -> None:
-    with WriteSession(run_dir, cfg, redo_from=redo_from, preflight=check_runnable) as session:
-        cfg, rd = session.cfg, session.rd
-        check_data(rd, session.prepared, redo_from=redo_from)
-        device = resolve_device(cfg.device)
-        threads = apply_threads(cfg.threads)
-        imp = IMP(cfg, rd, device, data=session.prepared)
-        rd.manifest["sessions"][-1].update(
-            threads=threads, precision=imp.trainer.precision, compile=imp.trainer.compiled
-        )
-        rd.manifest["layer_order"] = {
-            "stages": list(imp.model.stages),
-            "layers": list(stage_of_layer(imp.model)),
-        }
-        rd.save_manifest()
-        log.info(
-            "IMP on %s: %s, %d levels, %s",
-            cfg.model.name,
-            cfg.data.name,
-            cfg.imp.levels,
-            describe_device(device),
-        )
-        imp.run(on_level=lambda level: write_accuracy(rd))
-        write_accuracy(rd)
-        log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
-        if analyze:
-            from prunescope.analysis.runner import analyze_run
-            from prunescope.report.build import report_into_run
+    """IMP on ``run_dir``. Under torchrun, rank 0 does all of this and the other ranks only
+    train alongside it (``prunescope.distributed``)."""
+    w = distributed.init()
+    if not w.writer:
+        return follow_run()
+    try:
+        lead_run(run_dir, cfg, analyze=analyze, redo_from=redo_from)
+    finally:
+        distributed.finish()
 
-            analyze_run(rd, cfg, device)
-            target = report_into_run(rd, cfg, [rd.root])
-            log.info("report: %s", target / "index.html")
+
+def follow_run() -> None:
+    """A rank other than 0: rank 0's config, its own copy of the data and model, then every
+    training phase rank 0 announces. It opens no file of the run directory."""
+    cfg = distributed.broadcast_object()
+    if cfg is None:  # rank 0 stopped before training
+        return
+    cfg = Config.model_validate(cfg)
+    apply_threads(cfg.threads)
+    IMP(cfg, None, resolve_device(cfg.device)).follow()  # type: ignore[arg-type]
+    distributed.finish()
+
+
+def lead_run(
+    run_dir: str | Path,
+    cfg: Config | ConfigRequest | None,
+    *,
+    analyze: bool,
+    redo_from: int | None,
+) -> None:
+    w = distributed.world()
+    started = False
+    try:
+        with WriteSession(run_dir, cfg, redo_from=redo_from, preflight=check_runnable) as session:
+            cfg, rd = session.cfg, session.rd
+            check_data(rd, session.prepared, redo_from=redo_from)
+            device = resolve_device(cfg.device)
+            threads = apply_threads(cfg.threads)
+            imp = IMP(cfg, rd, device, data=session.prepared)
+            distributed.broadcast_object(cfg.model_dump(mode="json"))
+            started = True
+            rd.manifest["sessions"][-1].update(
+                threads=threads,
+                precision=imp.trainer.precision,
+                compile=imp.trainer.compiled,
+                world_size=w.size,
+            )
+            train_and_analyze(imp, rd, cfg, device, analyze)
+    finally:
+        if not started:
+            distributed.broadcast_object(None)  # the other ranks stop too
+
+
+def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) -> None:
+    rd.manifest["layer_order"] = {
+        "stages": list(imp.model.stages),
+        "layers": list(stage_of_layer(imp.model)),
+    }
+    rd.save_manifest()
+    log.info(
+        "IMP on %s: %s, %d levels, %s",
+        cfg.model.name,
+        cfg.data.name,
+        cfg.imp.levels,
+        describe_device(device),
+    )
+    imp.run(on_level=lambda level: write_accuracy(rd))
+    distributed.broadcast_object(None)  # training is done: the other ranks exit
+    write_accuracy(rd)
+    log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
+    if analyze:
+        from prunescope.analysis.runner import analyze_run
+        from prunescope.report.build import report_into_run
+
+        analyze_run(rd, cfg, device)
+        target = report_into_run(rd, cfg, [rd.root])
+        log.info("report: %s", target / "index.html")
 
 
 def analyze(

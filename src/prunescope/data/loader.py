@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from prunescope.distributed import shard
 from prunescope.seeding import cpu_generator, derive_seed
 
 
@@ -105,13 +106,13 @@ class DeviceLoader:
             order, dy, dx, flip = self._draws(epoch)
         for b in range(self.num_batches):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            if self.train:
-                idx = order[sl]
+            if self.train:  # under torchrun, this rank's share of the global batch
+                idx, bdy, bdx, bflip = (shard(t[sl]) for t in (order, dy, dx, flip))
                 x = random_crop_flip(
                     self.images[idx],
-                    dy[sl],
-                    dx[sl],
-                    flip[sl] if self.flip else None,
+                    bdy,
+                    bdx,
+                    bflip if self.flip else None,
                     self.crop_padding,
                 )
                 y = self.labels[idx]
@@ -158,7 +159,7 @@ class TokenLoader:
             order = torch.randperm(n, generator=g).to(self.device)
         for b in range(self.num_batches):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            idx = order[sl] if self.train else sl
+            idx = shard(order[sl]) if self.train else sl
             yield self.tokens[idx].long(), self.labels[idx].long()
 
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from prunescope.config.schema import Config
 from prunescope.data import DeviceLoader, PreparedData
+from prunescope.distributed import average_gradients, reduce_across, world
 from prunescope.errors import NonFiniteLossError
 from prunescope.pruning.masks import Masker
 from prunescope.seeding import derive_seed
@@ -169,6 +170,11 @@ class Trainer:
             correct += c
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
             n += scored
+        if world().distributed:  # every shard's statistics, identical on every rank
+            loss_sum, correct, n = reduce_across(
+                torch.stack([loss_sum, correct.double(), n.double()])
+            )
+            bad_step = reduce_across(bad_step, "max")
         scored_total = max(int(n), 1)
         return EpochResult(
             epoch=epoch,
@@ -187,6 +193,7 @@ class Trainer:
             out = module(x)
             loss = objective.loss(out, y, label_smoothing=self.cfg.train.label_smoothing)
         loss.backward()
+        average_gradients(self.model)  # under torchrun: the step sees the global batch
         return out, loss
 
     def evaluate(self) -> tuple[float, float]:
