@@ -12,12 +12,15 @@ from pathlib import Path
 from prunescope.config import Config
 from prunescope.config.load import flatten
 
-# Where and how fast a run ran, and how it is analysed or reported, do not make its
-# numbers differ: they never label a run.
+# Where and how fast a run ran, and how it is analysed or reported, are not settings of
+# the experiment: they never label a run, and replicates may differ in them (a thread
+# count or compiled kernels change float summation order, as a seed's noise does).
 NOT_LABELS = (
     "data.root",
     "data.download",
     "device",
+    "threads",
+    "train.compile",
     "train.checkpoint_every",
     "train.eval_batch_size",
 )
