@@ -165,3 +165,19 @@ def test_a_sweep_through_submitits_local_executor(tmp_path):
     assert "imp.rate=0.2 (mean of seeds 0, 1)" in html
     assert "imp.rate=0.4 (mean of seeds 0, 1)" in html
     assert load_sweep(path).grid == record["grid"]
+
+
+def test_the_shipped_sweep_files_expand():
+    root = Path(__file__).resolve().parents[1] / "sweeps"
+    fig4 = expand(load_sweep(root / "fig4-resnet20.toml"))
+    assert len(fig4) == 2 * 3 * 3 and len({p.name for p in fig4}) == 18
+    assert {(p.config.imp.train_epochs, tuple(p.config.train.milestones)) for p in fig4} == {
+        (50, (27, 40)),
+        (100, (54, 80)),
+        (150, (80, 120)),
+    }
+    assert [p.config.seed for p in expand(load_sweep(root / "cpu-resnet20-seeds.toml"))] == [
+        0,
+        1,
+        2,
+    ]
