@@ -129,6 +129,14 @@ def run_series(
     return out
 
 
+def has_batchnorm(cfg: Config) -> bool:
+    from torch import nn
+
+    from prunescope.api import model_for
+
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model_for(cfg).modules())
+
+
 def layer_types(cfg: Config) -> dict[str, str]:
     """Each prunable layer's kind, from the architecture (not from any checkpoint)."""
     from torch import nn
@@ -233,7 +241,9 @@ def report_inputs(
     order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
     exclude = list(cfg.imp.exclude or [])
-    summary = F.all_findings(tables, order, exclude, margin, layer_types(cfg))
+    types = layer_types(cfg)
+    summary = F.all_findings(tables, order, exclude, margin, types)
+    summary["batchnorm"] = has_batchnorm(cfg)
     opened = open_runs(run_dirs, rd, cfg)
     branches = control_tables(rd)
     if branches:
@@ -250,9 +260,10 @@ def report_inputs(
         zeroing_mode=cfg.analysis.zeroing.mode,
         controls=branches,
         run_tables=run_tables(run_dirs, opened, tables),
-        layer_types=layer_types(cfg),
+        layer_types=types,
         hardware=hardware(rd),
         metric=dataset_spec(cfg.data.name).metric,
+        batchnorm=summary["batchnorm"],
     )
     return ReportInputs(tables, summary, runs, per_run, figures)
 

@@ -149,13 +149,14 @@ def bn_constant_finding(bn: dict[str, Any], modes: dict[str, Any] | None) -> Fin
     return "What zeroing leaves:", text
 
 
-def similarity_finding(metric: str, sm: dict[str, Any]) -> Finding:
+def similarity_finding(metric: str, sm: dict[str, Any], batchnorm: bool = True) -> Finding:
     last = sm["last_considered"]
     stages = ", ".join(f"{s} {num(v, 3)}" for s, v in last["stage_mean"].items())
     n = sm["levels_considered"]
     return (
         f"Similarity to the baseline ({metric}):",
-        "Measured on each prunable module's output (before its BatchNorm). Later stages are less "
+        f"Measured on each prunable module's output{' (before its BatchNorm)' if batchnorm else ''}. "
+        "Later stages are less "
         f"similar to the dense network than earlier ones at {sm['levels_later_stages_less_similar']} "
         f"of {plural(n, 'level')} by rank (mean ρ between stage position and similarity = "
         f"{num(sm['mean_rho'])}), and strictly from each stage to the next at "
@@ -165,14 +166,14 @@ def similarity_finding(metric: str, sm: dict[str, Any]) -> Finding:
     )
 
 
-def connectivity_finding(cf: dict[str, Any]) -> Finding:
+def connectivity_finding(cf: dict[str, Any], batchnorm: bool = True) -> Finding:
     """The paper's hypothesis that pruned networks find "a similar basin", tested."""
     prev, base = cf["previous"], cf["baseline"]
     threshold = 100 * cf["threshold"]
     return (
         "One basin? (linear mode connectivity):",
-        f"On the straight line between each level and the previous one (BatchNorm re-estimated "
-        f"at every point), the error barrier is at most {threshold:g} points (Frankle et al.'s "
+        f"On the straight line between each level and the previous one"
+        f"{' (BatchNorm re-estimated at every point)' if batchnorm else ''}, the error barrier is at most {threshold:g} points (Frankle et al.'s "
         f"criterion for one basin) at {prev['levels_connected']} of "
         f"{plural(prev['levels_considered'], 'level')}; the largest loss barrier is "
         f"{num(prev['max_loss_barrier'], 3)} (level {prev['max_loss_barrier_level']}) and the "
@@ -259,6 +260,7 @@ def runtime_sentence(rt: dict[str, Any]) -> Finding:
 def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list[Finding]:
     """Every finding the summary holds, in the paper's order."""
     crit = summary["critical_sparsity"]
+    bn = summary.get("batchnorm", True)  # what the wording of BatchNorm caveats needs
     out = [critical_finding(crit, pruned_levels)]
     if (st := summary.get("later_stages_pruned_more")) is not None:
         out.append(stage_order_finding(st, crit.get("level")))
@@ -273,9 +275,9 @@ def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list
     for metric in ("cosine", "cka"):
         sm = (summary.get("similarity_to_baseline") or {}).get(metric)
         if sm and sm["levels_considered"]:
-            out.append(similarity_finding(metric, sm))
+            out.append(similarity_finding(metric, sm, bn))
     if (cf := summary.get("connectivity")) and cf["previous"]["levels_considered"]:
-        out.append(connectivity_finding(cf))
+        out.append(connectivity_finding(cf, bn))
     if ex := summary.get("export"):
         out.append(export_sentence(ex))
     if (rt := summary.get("runtime")) and rt["ratios"]:

@@ -82,6 +82,7 @@ class FigureInputs:
     layer_types: dict[str, str] = field(default_factory=dict)  # layer -> "3x3 conv", "linear"...
     hardware: str = "this machine"
     metric: str = "top-1 accuracy"  # what "accuracy" means for the dataset
+    batchnorm: bool = True  # the model has BatchNorm (captions say what it changes)
 
 
 @dataclass

@@ -60,8 +60,13 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             out,
             "connectivity",
             "Linear mode connectivity (Frankle et al. 2020): test loss on the straight line between "
-            "each level and the previous level, and the dense network, with BatchNorm statistics "
-            "re-estimated at every point on a fixed training subset; right: the barrier (largest "
-            "loss on the path above the mean of its ends) against network sparsity.",
+            "each level and the previous level, and the dense network"
+            + (
+                ", with BatchNorm statistics re-estimated at every point on a fixed training subset"
+                if inp.batchnorm
+                else ""
+            )
+            + "; right: the barrier (largest loss on the path above the mean of its ends) against "
+            "network sparsity.",
         )
     ]

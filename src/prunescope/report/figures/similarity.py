@@ -29,10 +29,11 @@ REFERENCES = {
     "baseline": "to the dense network (Fig. 13)",
     "previous": "to the previous level (Fig. 14)",
 }
-WHERE = (
-    "Activations are each prunable module's output (a convolution's or linear layer's, before "
-    "its BatchNorm)."
-)
+
+
+def where(inp: FigureInputs) -> str:
+    before = ", before its BatchNorm" if inp.batchnorm else ""
+    return f"Activations are each prunable module's output (a convolution's or linear layer's{before})."
 
 
 def _lines(inp: FigureInputs, sim: pd.DataFrame, metric: str, out: Path) -> FigureFile:
@@ -67,7 +68,7 @@ def _lines(inp: FigureInputs, sim: pd.DataFrame, metric: str, out: Path) -> Figu
         out,
         f"similarity_{metric}_stages",
         f"Activation similarity ({LABELS[metric]}) per stage against network sparsity, to the "
-        f"dense network and to the previous level (the paper's Figs. 13–14). {WHERE}",
+        f"dense network and to the previous level (the paper's Figs. 13–14). {where(inp)}",
     )
 
 
@@ -118,7 +119,7 @@ def _heat_map(inp: FigureInputs, sim: pd.DataFrame, metric: str, out: Path) -> F
         f"similarity_{metric}",
         f"Activation similarity ({LABELS[metric]}) of every prunable layer to the dense network "
         f"and to the previous level, level by layer; white lines and the top labels mark stages; "
-        f"the colour scale spans the values present ({lo:.2f} to {hi:.2f}). {WHERE}",
+        f"the colour scale spans the values present ({lo:.2f} to {hi:.2f}). {where(inp)}",
     )
 
 
