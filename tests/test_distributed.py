@@ -1,16 +1,19 @@
 """One run under torchrun (DESIGN §14): 2 processes on gloo train the network one process
-would, rank 0 alone writes the run directory, and a SIGKILL of every rank resumes."""
+would, rank 0 alone writes the run directory, a SIGKILL of every rank resumes, and the
+analyses split across ranks give one process's tables."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -34,11 +37,13 @@ ARGS = [
     "train.precision=fp32",
     "--set",
     "threads=1",
-    "--no-analyze",
 ]
 
 
-def torchrun(run_dir: Path) -> list[str]:
+ONLY = "zeroing,similarity,connectivity"
+
+
+def torchrun(run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -51,6 +56,7 @@ def torchrun(run_dir: Path) -> list[str]:
         "--run-dir",
         str(run_dir),
         *ARGS,
+        *extra,
     ]
 
 
@@ -66,13 +72,25 @@ def completed(run_dir: Path) -> list[int]:
 def test_torchrun_trains_as_one_process_and_resumes_after_sigkill(tmp_path):
     single = tmp_path / "single"
     subprocess.run(
-        [sys.executable, "-m", "prunescope", "run", "--run-dir", str(single), *ARGS],
+        [
+            sys.executable,
+            "-m",
+            "prunescope",
+            "run",
+            "--run-dir",
+            str(single),
+            *ARGS,
+            "--no-analyze",
+        ],
         check=True,
         capture_output=True,
     )
     ddp = tmp_path / "ddp"
     proc = subprocess.Popen(
-        torchrun(ddp), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        torchrun(ddp, "--no-analyze"),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         end = time.monotonic() + 300
@@ -84,6 +102,7 @@ def test_torchrun_trains_as_one_process_and_resumes_after_sigkill(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # every rank and torchrun itself
         proc.wait()
     assert 3 not in completed(ddp), "killed too late to test a resume"
+    # the resume trains the rest and analyses, the levels split across both ranks
     out = subprocess.run(torchrun(ddp), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert sorted(completed(ddp)) == [0, 1, 2, 3]
@@ -103,3 +122,16 @@ def test_torchrun_trains_as_one_process_and_resumes_after_sigkill(tmp_path):
         ma = load_file(ddp / f"levels/{level:02d}/mask.safetensors")
         mb = load_file(single / f"levels/{level:02d}/mask.safetensors")
         assert all(torch.equal(ma[k], mb[k]) for k in ma), level
+    # rank 1's levels of each analysis are what one process computes from the same files
+    again = tmp_path / "again"
+    shutil.copytree(ddp, again)
+    subprocess.run(
+        [sys.executable, "-m", "prunescope", "analyze", str(again), "--force", "--only", ONLY],
+        check=True,
+        capture_output=True,
+    )
+    for table in ("zeroing", "similarity", "connectivity"):
+        a = pd.read_csv(ddp / f"analysis/{table}.csv")
+        b = pd.read_csv(again / f"analysis/{table}.csv")
+        assert len(a) and set(a["level"]) == set(b["level"]), table
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)

@@ -6,8 +6,9 @@ state it starts from, the masks, an optimizer state when it resumes a checkpoint
 every rank trains the same network. Each rank takes its share ``[rank::size]`` of every
 global batch of the same seeded epoch permutation, and gradients are averaged across
 ranks before each step: a step sees the whole global batch, as one process would
-(BatchNorm statistics are per rank, as in plain DDP). Evaluation, checkpoints, the
-analyses and the report run on rank 0 once training is done; the other ranks then exit.
+(BatchNorm statistics are per rank, as in plain DDP). Evaluation and checkpoints run on
+rank 0. The analyses split their levels across ranks, each reading the run directory
+and sending its tables to rank 0, which writes them; the report is rank 0's.
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ def broadcast_object(obj: Any = None) -> Any:
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on rank 0 (an empty list elsewhere)."""
+    w = world()
+    if not w.distributed:
+        return [obj]
+    out = [None] * w.size if w.writer else None
+    torch.distributed.gather_object(obj, out, dst=0)
+    return out or []
 
 
 def broadcast_tensors(tensors: dict[str, torch.Tensor]) -> None:

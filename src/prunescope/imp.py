@@ -241,10 +241,10 @@ class IMP:
             progress.close()
         return rows
 
-    def follow(self) -> None:
+    def follow(self) -> dict | None:
         """Ranks other than 0 under torchrun: train every phase rank 0 announces, in step
-        with it, writing nothing; return when it says training is done."""
-        while (phase := broadcast_object()) is not None:
+        with it, writing nothing; return rank 0's next message once training is done."""
+        while (phase := broadcast_object()) is not None and "begin" in phase:
             masks = dense_masks(self.model, self.keys) if phase["masks"] else None
             broadcast_tensors(self.model.state_dict())
             if masks is not None:
@@ -260,6 +260,7 @@ class IMP:
                 first_epoch=phase["first_epoch"],
                 final_lr=phase["final_lr"],
             )
+        return phase
 
     # -- masks -----------------------------------------------------------------------------
     def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:

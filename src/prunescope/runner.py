@@ -72,7 +72,12 @@ def follow_run() -> None:
         return
     cfg = Config.model_validate(cfg)
     apply_threads(cfg.threads)
-    IMP(cfg, None, resolve_device(cfg.device)).follow()  # type: ignore[arg-type]
+    device = resolve_device(cfg.device)
+    done = IMP(cfg, None, device).follow()  # type: ignore[arg-type]
+    if done is not None and done.get("analyze"):
+        from prunescope.analysis.runner import follow_analyses
+
+        follow_analyses(done["analyze"], cfg, device)
     distributed.finish()
 
 
@@ -120,7 +125,8 @@ def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) 
         describe_device(device),
     )
     imp.run(on_level=lambda level: write_accuracy(rd))
-    distributed.broadcast_object(None)  # training is done: the other ranks exit
+    # training is done: the other ranks analyse with rank 0, or exit
+    distributed.broadcast_object({"analyze": str(rd.root) if analyze else None})
     write_accuracy(rd)
     log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
     if analyze:

@@ -14,6 +14,7 @@ import time
 import pandas as pd
 import torch
 
+from prunescope import distributed
 from prunescope.analysis.accuracy import write_accuracy
 from prunescope.analysis.context import AnalysisContext
 from prunescope.analysis.registry import AnalysisSpec, analyses, analysis_names
@@ -101,9 +102,10 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         log.info("%s: up to date (%s)", name, plural(len(done), "level"))
         return
     start = time.perf_counter()
+    shared = computed_across_ranks(ctx, name, todo)  # under torchrun: every rank's levels
     for level in todo:
         level_start = time.perf_counter()
-        new = spec.compute(ctx, [level])
+        new = shared[level] if shared is not None else spec.compute(ctx, [level])
         for t in spec.tables:
             old = tables.get(t)
             parts = [
@@ -132,6 +134,35 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
     )
 
 
+def computed_across_ranks(
+    ctx: AnalysisContext, name: str, todo: list[int]
+) -> dict[int, dict[str, pd.DataFrame]] | None:
+    """Under torchrun: the levels to analyse split across ranks (``todo[rank::size]``) and
+    every rank's tables gathered on rank 0, which alone writes them. None otherwise."""
+    if not distributed.world().distributed:
+        return None
+    distributed.broadcast_object({"analysis": name, "levels": todo})
+    return _gathered(analyses()[name].compute, ctx, todo)
+
+
+def _gathered(compute, ctx: AnalysisContext, todo: list[int]):
+    w = distributed.world()
+    mine = {level: compute(ctx, [level]) for level in todo[w.rank :: w.size]}
+    parts = distributed.gather_object(mine)
+    return {lv: t for part in parts for lv, t in part.items()} if w.writer else None
+
+
+def follow_analyses(run_dir, cfg: Config, device: torch.device) -> None:
+    """A rank other than 0: analyse the levels rank 0 hands it, read-only (it writes
+    nothing: its tables go to rank 0)."""
+    from prunescope.rundir.session import open_run_dir
+
+    rd, _ = open_run_dir(run_dir)
+    ctx = AnalysisContext(rd, cfg, device)
+    while (job := distributed.broadcast_object()) is not None:
+        _gathered(analyses()[job["analysis"]].compute, ctx, job["levels"])
+
+
 def analyze_run(
     rd: RunDir,
     cfg: Config,
@@ -143,5 +174,8 @@ def analyze_run(
     ctx = AnalysisContext(rd, cfg, device)
     rd.manifest.setdefault("layer_order", {"stages": list(ctx.stages), "layers": ctx.layers})
     write_accuracy(rd)
-    for name in only or analysis_names(default_only=True):
-        run_analysis(ctx, name, levels, force)
+    try:
+        for name in only or analysis_names(default_only=True):
+            run_analysis(ctx, name, levels, force)
+    finally:
+        distributed.broadcast_object(None)  # under torchrun: the other ranks are done
