@@ -72,7 +72,8 @@ def test_run_directory_layout_is_exactly_the_pinned_one(tiny_run):
     assert [manifest["levels"][f"{k:02d}"]["status"] for k in range(4)] == ["complete"] * 4
     # the hardware actually used, not just the configured "auto"
     env = manifest["environment"]
-    assert env["device"] == f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    assert env["device"] == f"cpu ({n} thread{'s' if n > 1 else ''})"
     assert env["device_setting"] in ("auto", "cpu")
     assert manifest["sessions"][-1]["device"] == env["device"]
     # nothing in a run directory is a pickle

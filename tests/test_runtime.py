@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hostile_helpers import one_error_line
-from prunescope import build_model
+from model_helpers import classifier_of, model_and_input
 from prunescope.cli import main
 from prunescope.export import export_model
 from prunescope.models import model_names, prunable_layers
@@ -32,12 +32,12 @@ def randomise_bn(model: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("name", sorted(model_names()))
 def test_every_format_agrees_with_dense_at_several_sparsities(name):
     torch.manual_seed(0)
-    model = randomise_bn(build_model(name, 10, 3, 32))
-    classifier = {"vgg16": "classifier.fc3"}.get(name, "fc")
+    model, x = model_and_input(name, 2)
+    model = randomise_bn(model)
+    classifier = classifier_of(name)
     layers = [layer for layer in prunable_layers(model) if layer != classifier]
     keys = [f"{layer}.weight" for layer in layers]
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = torch.randn(2, 3, 32, 32)
     stage_of = {layer: s for s, ls in model.stages.items() for layer in ls}
     s = Settings(
         batch_sizes=(2,),
@@ -55,7 +55,9 @@ def test_every_format_agrees_with_dense_at_several_sparsities(name):
         for r in rows:
             assert r["max_abs_diff"] <= TOLERANCE * scale, (name, sparsity, r["format"])
             assert r["latency_ms"] > 0 and r["repetitions"] == 3  # right, so timed
-        assert {r["format"] for r in rows} == set(s.formats)
+        # ONNX has no sparse matmul: a GCN's sparse adjacency does not export (said once)
+        left_out = {"onnxruntime"} if name == "gcn" else set()
+        assert {r["format"] for r in rows} == set(s.formats) - left_out
         assert set(layer_ms) == set(layers)
 
 
@@ -127,10 +129,10 @@ def test_a_level_analysed_twice_gives_the_same_table_but_for_timings(analysed_ru
     first = pd.read_csv(root / "analysis/runtime.csv")
     assert main([*argv, "--force"]) == 0
     again = pd.read_csv(root / "analysis/runtime.csv")
-    # the hybrid's make-up follows the timings (the faster format per stage), so its size does
-    # too; every other column of every row is the same
+    # the hybrid's make-up follows the timings (the faster format per stage), so its size and
+    # its rounding do too; every other column of every row is the same
     for df in (first, again):
-        df.loc[df["format"] == "hybrid", ["weight_bytes", "peak_memory_bytes"]] = -1
+        df.loc[df["format"] == "hybrid", ["weight_bytes", "peak_memory_bytes", "max_abs_diff"]] = -1
     pd.testing.assert_frame_equal(first.drop(columns=TIMING), again.drop(columns=TIMING))
     assert set(first["format"]) >= {"dense", "sparse", "exported", "hybrid"}
     assert (first["max_abs_diff"] < 1e-3).all() and first["latency_ms"].notna().all()

@@ -29,6 +29,7 @@ class FakeContext:
         self.stages = {"early": ["conv"], "late": ["fc"]}
         self.stage_of = {"conv": "early", "fc": "late"}
         self.layers = ["conv", "fc"]
+        self.groups = {"everything": ["conv", "fc"], "just_fc": ["fc"]}  # groups cross stages
 
     def state(self, level):
         return self._states[level]
@@ -62,6 +63,9 @@ def test_neuron_and_layer_sparsity_by_hand():
     dead = t["dead_neurons"].set_index("layer")
     assert dead.loc["conv", "fully_pruned"] == 1 and dead.loc["fc", "fully_pruned"] == 0
     assert dead.loc["conv", "neurons"] == 3
+    groups = t["sparsity_groups"].set_index("group")
+    assert groups.loc["everything", ["weights", "zeros"]].tolist() == [24 + 8, 10 + 5]
+    assert groups.loc["just_fc", "sparsity"] == pytest.approx(5 / 8)
 
 
 def test_weight_histogram_counts_surviving_weights_on_shared_bins():

@@ -75,6 +75,10 @@ def hybrid_format(model: nn.Module, choice: dict[str, str]) -> nn.Module:
     return sparse_format(model, sparse)
 
 
+class FormatUnavailable(Exception):
+    """A format this model cannot be run in; the measurement leaves it out, saying why."""
+
+
 def onnx_runner(model: nn.Module, example: torch.Tensor, threads: int) -> Runner:
     """The dense network exported to ONNX and run by ONNX Runtime on the CPU."""
     try:
@@ -86,15 +90,18 @@ def onnx_runner(model: nn.Module, example: torch.Tensor, threads: int) -> Runner
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            copy.deepcopy(model).eval().cpu(),
-            (example.cpu(),),
-            buf,
-            dynamo=False,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                copy.deepcopy(model).eval().cpu(),
+                (example.cpu(),),
+                buf,
+                dynamo=False,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            )
+        except Exception as exc:  # e.g. a sparse adjacency (GCN): ONNX has no sparse matmul
+            raise FormatUnavailable(f"cannot export the model to ONNX ({exc})") from None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -13,6 +13,7 @@ measured for ONNX Runtime, whose allocations torch does not see.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import statistics
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from prunescope.runtime.formats import (
+    FormatUnavailable,
     channels_last,
     choose_hybrid,
     dense_format,
@@ -33,6 +35,8 @@ from prunescope.runtime.formats import (
     weight_bytes,
 )
 from prunescope.runtime.sparse_layers import bsr_fits, sparse_matrix_shape, sparse_version
+
+log = logging.getLogger("prunescope")
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 # A format is right when its outputs match the dense network's to float32 rounding of a
@@ -204,7 +208,12 @@ def measure_batch(
         h = hybrid_format(model, choice)
         built["hybrid"] = (h, h, x)
     if "onnxruntime" in s.formats and device.type == "cpu":
-        built["onnxruntime"] = (None, onnx_runner(model, x[:1], s.threads), x)
+        # a graph model reads every node at once: its example is the whole graph
+        example = x if getattr(model, "samples_independent", True) is False else x[:1]
+        try:
+            built["onnxruntime"] = (None, onnx_runner(model, example, s.threads), x)
+        except FormatUnavailable as exc:
+            _say_once(f"runtime: onnxruntime left out: {str(exc)[:200]}")
     diffs = {name: check(run, inp, reference) for name, (_, run, inp) in built.items()}
     scale = float(reference.abs().max()) or 1.0
     right = {n for n, d in diffs.items() if d <= TOLERANCE * scale}
@@ -228,6 +237,15 @@ def measure_batch(
             }
         )
     return rows, layer_ms
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning("%s", message)
 
 
 def _p90(values: list[float]) -> float:

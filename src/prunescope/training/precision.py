@@ -57,8 +57,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """Every core this process may use, or fewer where ``OMP_NUM_THREADS`` says so (a
+    scheduler's or a parallel test runner's share of the machine)."""
+    cores = available_cores()
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        omp = 0
+    return min(cores, omp) if omp > 0 else cores
+
+
 def apply_threads(threads: int | None) -> int:
     """Set torch's intra-op threads (the on-device loader runs on them too); returns the count."""
-    n = threads or available_cores()
+    n = threads or default_threads()
     torch.set_num_threads(n)
     return n
