@@ -156,10 +156,11 @@ def layer_types(cfg: Config) -> dict[str, str]:
 
 
 def hardware(rd: RunDir) -> str:
-    """The machine the run's last session ran on, as its manifest records it."""
+    """The machine the run's last session ran on, as its manifest records it (the device and
+    threads a figure's numbers ran on come from its own table)."""
     sessions = rd.manifest.get("sessions") or [{}]
     env = sessions[-1]
-    parts = [str(env.get(k)) for k in ("cpu", "device", "platform") if env.get(k)]
+    parts = [str(env.get(k)) for k in ("cpu", "platform") if env.get(k)]
     return ", ".join(parts) or "this machine"
 
 

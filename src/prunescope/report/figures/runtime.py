@@ -28,6 +28,14 @@ STYLE = {
 TYPES = {"3x3 conv": "o", "1x1 conv": "s", "linear": "^", "grouped conv": "D", "other": "x"}
 
 
+def timed_on(inp: FigureInputs) -> str:
+    """Where the timings ran, from the table (the run may have trained elsewhere)."""
+    rt = inp.tables["runtime"]
+    threads = sorted({int(t) for t in rt["threads"]})
+    count = "/".join(map(str, threads))
+    return f"{', '.join(sorted(set(rt['device'])))} ({count} thread{'s' if threads != [1] else ''})"
+
+
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     runtime = pd.concat(
         [
@@ -104,8 +112,8 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         ax.legend(loc="upper right")
     axes[0].set_ylabel("latency ratio (log scale; below 1 is faster)")
     if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(loc="lower left")
-    fig.suptitle(f"measured on {inp.hardware}", fontsize=8)
+        axes[0].legend(loc="upper right")  # the sparse line falls from the top left
+    fig.suptitle(f"measured on {inp.hardware}, {timed_on(inp)}", fontsize=8)
     synthetic = (
         " Points past the run's last level come from synthetic masks (the last level pruned further by global magnitude, not trained)."
         if inp.tables.get("runtime_synthetic") is not None
