@@ -18,7 +18,7 @@ TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
 
 
-class _ArrayUnpickler(pickle.Unpickler):
+class ArrayUnpickler(pickle.Unpickler):
     """The batches are pickles; allow only what rebuilds numpy arrays, so a
     tampered file cannot run code."""
 
@@ -51,7 +51,7 @@ def _key(d: dict, name: str):
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            d = _ArrayUnpickler(f, encoding="bytes").load()
+            d = ArrayUnpickler(f, encoding="bytes").load()
         raw = np.asarray(_key(d, "data"))
         labels = np.asarray(_key(d, "labels"), dtype=np.int64)
         images = raw.reshape(-1, 3, 32, 32)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prunescope.data.cifar10 import ArrayUnpickler
 from prunescope.data.registry import DatasetSpec, register_dataset
 from prunescope.data.subset import stratified_subset
 from prunescope.errors import DataError
@@ -60,19 +61,12 @@ def normalised_adjacency(edges: np.ndarray, nodes: int) -> torch.Tensor:
 # -- Planetoid ----------------------------------------------------------------------------
 
 
-class _PlanetoidUnpickler(pickle.Unpickler):
+class _PlanetoidUnpickler(ArrayUnpickler):
     """Planetoid files are Python 2 pickles of scipy sparse matrices, numpy arrays and a
     dict of adjacency lists; nothing else may load (a tampered file cannot run code)."""
 
-    ALLOWED = frozenset(
+    ALLOWED = ArrayUnpickler.ALLOWED | frozenset(
         {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("_codecs", "encode"),
             ("collections", "defaultdict"),
             ("__builtin__", "list"),
             ("builtins", "list"),
@@ -84,11 +78,6 @@ class _PlanetoidUnpickler(pickle.Unpickler):
             ("scipy.sparse._csc", "csc_matrix"),
         }
     )
-
-    def find_class(self, module: str, name: str):  # type: ignore[override]
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def planetoid_folder(root: Path) -> tuple[Path, str]:
