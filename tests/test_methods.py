@@ -10,7 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prunescope.config import build_config
 from prunescope.config.schema import ImpSection
+from prunescope.errors import ConfigError
 from prunescope.models import build_model
 from prunescope.models.regnet import RegNetX
 from prunescope.pruning.magnitude import n_to_prune
@@ -203,6 +205,12 @@ def test_an_unknown_method_names_the_closest():
     ):
         method("completed")
     assert list(methods()) == ["magnitude", "complete", "group"]
+    # through the config: a config error line (hypothesis found '' escaping as another kind)
+    for bad in ("", "completed"):
+        with pytest.raises(ConfigError) as exc:
+            build_config(preset="quickstart", overrides=[f"imp.method={bad}"])
+        [line] = exc.value.lines
+        assert line.startswith(f"imp.method = {bad!r}: unknown method") and "choose one of" in line
 
 
 @settings(max_examples=25, deadline=None)

@@ -204,9 +204,15 @@ class ImpSection(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
+        from prunescope.errors import UserInputError
         from prunescope.pruning.registry import method
 
-        method(v)  # one line naming the closest method when unknown
+        try:
+            method(v)  # one line naming the closest method when unknown
+        except UserInputError as exc:  # as a validation error: one config-error line
+            raise ValueError(
+                str(exc).replace(f"unknown imp.method {v!r}", "unknown method")
+            ) from None
         return v
 
 
