@@ -5,7 +5,7 @@ and similarity on 10,000 images, and the paper's full ResNet20 study projected f
 Training variants run interleaved, in rotated order, ``--rounds`` times (the ratio to the
 fp32 eager reference is taken within each round): fp32 eager (the reference), bf16 autocast,
 bf16 + channels_last, ``torch.compile`` of the latter, and ``torch.compile`` in
-"reduce-overhead" mode (CUDA graphs). Each step is prunescope's real ``Trainer`` step on a
+"reduce-overhead" mode (CUDA graphs; CUDA only). Each step is prunescope's real ``Trainer`` step on a
 pruned ResNet20 (global magnitude mask, masks applied after every step).
 
     python bench/gpu.py [--out BENCH.json]        # on a CUDA machine
@@ -36,6 +36,7 @@ from prunescope.models import build_model
 from prunescope.pruning.magnitude import prune_masks
 from prunescope.pruning.masks import Masker, apply_masks, dense_masks, prunable_weight_keys
 from prunescope.rundir.layout import cpu_name
+from prunescope.training.compile import GuardedForward
 from prunescope.training.trainer import Trainer
 
 PAPER_LEVELS, PAPER_EPOCHS, CIFAR_TRAIN = 19, 155, 50_000
@@ -53,7 +54,14 @@ VARIANTS = {  # name -> config overrides
         "train.channels_last=true",
         "train.compile=true",
     ],
+    # CUDA graphs: torch.compile's "reduce-overhead" mode replays the captured step
+    "bf16 channels_last CUDA graphs": [
+        "train.precision=bf16",
+        "train.channels_last=true",
+        "train.compile=false",
+    ],
 }
+CUDA_GRAPHS = "bf16 channels_last CUDA graphs"
 
 
 def synthetic_data(n_train: int, n_test: int) -> PreparedData:
@@ -117,6 +125,9 @@ def make_variants(device: torch.device, data: PreparedData, batch: int, names: l
         )
         model, masks = pruned_resnet20(0.8)
         trainer = Trainer(model, cfg, data, device, total_epochs=10)
+        if name == CUDA_GRAPHS:
+            compiled = torch.compile(trainer.model, mode="reduce-overhead")
+            trainer.forward = GuardedForward(trainer.model, compiled)
         masker = Masker(trainer.model, {k: m.to(device) for k, m in masks.items()})
         v = Variant(name, trainer, masker, trainer.new_optimizer())
         v.first_call_s = v.steps(3, device)  # compile, autotune, warm caches
@@ -211,8 +222,8 @@ def main() -> None:
     rounds, steps = (1, 2) if quick else (args.rounds, args.steps)
     data = synthetic_data(args.batch * (steps + 4), n_eval)
     names = list(VARIANTS)
-    if device.type != "cuda" or quick:
-        names = [n for n in names if "compile" not in n]  # minutes of compiling on a CPU
+    if device.type != "cuda" or quick:  # minutes of compiling on a CPU; graphs are CUDA's
+        names = [n for n in names if "compile" not in n and n != CUDA_GRAPHS]
     variants = make_variants(device, data, args.batch, names)
     train = time_training(variants, device, rounds, steps, args.batch)
     zeroing_s = time_zeroing(device, data, n_eval, quick)
