@@ -153,6 +153,24 @@ def test_threads_are_applied_and_recorded(tmp_path):
     assert level["precision"] == session["precision"] and level["compiled"] is False
 
 
+def test_threads_never_exceed_the_cores(monkeypatch, caplog):
+    """More threads than cores crashed torch 2.13's CPU training here (see apply_threads)."""
+    import logging
+
+    monkeypatch.setattr(precision_mod, "available_cores", lambda: 2)
+    before = torch.get_num_threads()
+    caplog.set_level(logging.WARNING, logger="prunescope")
+    try:
+        assert precision_mod.apply_threads(3) == 2
+        assert torch.get_num_threads() == 2
+        assert "threads = 3: more than the 2 cores this process may use; using 2" in caplog.text
+        caplog.clear()
+        assert precision_mod.apply_threads(1) == 1 and torch.get_num_threads() == 1
+        assert not caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_legacy_bf16_configs_still_load():
     from prunescope.config.load import validate
 

@@ -179,8 +179,14 @@ def test_more_threads_than_cores_warns(analysed_run, tmp_path, caplog):
         "--set",
         "analysis.runtime.repetitions=3",
     ]
-    assert main(argv) == 0
+    before = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+        assert torch.get_num_threads() == available_cores()  # never more (see apply_threads)
+    finally:
+        torch.set_num_threads(before)
     assert "more than the" in caplog.text and "cores this process may use" in caplog.text
+    assert set(pd.read_csv(root / "analysis/runtime.csv")["threads"]) == {available_cores()}
 
 
 def test_a_refused_setting_is_not_recorded(analysed_run, capsys):

@@ -297,9 +297,9 @@ def measure_runtime(
             wanted = int(item.split("=", 1)[1])
             if wanted > available_cores():
                 log.warning(
-                    "--threads %d: more than the %d cores this process may use; the timings "
-                    "will measure contention",
+                    "--threads %d: more than the %d cores this process may use; using %d",
                     wanted,
+                    available_cores(),
                     available_cores(),
                 )
     analyze(run_dir, overrides, ["runtime"], levels, force)

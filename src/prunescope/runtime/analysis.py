@@ -18,6 +18,7 @@ import torch
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.runtime.formats import FORMATS
 from prunescope.runtime.measure import Settings, measure_batch
+from prunescope.training.precision import apply_threads, available_cores
 
 log = logging.getLogger("prunescope")
 
@@ -63,7 +64,7 @@ def settings_of(cfg) -> Settings:
     r = cfg.analysis.runtime
     return Settings(
         batch_sizes=tuple(r.batch_sizes),
-        threads=r.threads,
+        threads=min(r.threads, available_cores()),  # see apply_threads
         repetitions=r.repetitions,
         warmup=r.warmup,
         formats=available_formats(list(r.formats)),
@@ -89,7 +90,7 @@ def measure_model(ctx, model, level: int, sparsity: float, s: Settings):
     from prunescope.export import export_model
 
     layers = ctx.prunable_layers
-    torch.set_num_threads(s.threads)
+    apply_threads(s.threads)
     big = max(s.batch_sizes)
     x_all = torch.cat([x for x, _ in ctx.batches(None, 250)])[:big]
     exported = (
