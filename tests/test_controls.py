@@ -232,11 +232,18 @@ def test_branch_bad_input_is_one_line(analysed_run, tmp_path, capsys):
     assert "is not complete (levels 1 are not trained)" in one_error_line(capsys)
 
 
-def test_a_branch_trains_the_controls_at_the_runs_sparsities(analysed_run, tmp_path):
+def test_a_branch_trains_the_controls_at_the_runs_sparsities(analysed_run, tmp_path, caplog):
+    import logging
+
     root = tmp_path / "r"
     shutil.copytree(analysed_run, root)
+    caplog.set_level(logging.INFO, logger="prunescope")
     for kind in ("random_global", "random_reinit"):
         assert main(["branch", str(root), kind]) == 0
+    # random_global's level 0 is the run's (not trained, 0 s): no estimate until level 1
+    said = [r.message for r in caplog.records]
+    first_estimate = next(i for i, m in enumerate(said) if m.startswith("estimate:"))
+    assert first_estimate > next(i for i, m in enumerate(said) if m.startswith("level 1 of"))
     for kind in ("random_global", "random_reinit"):
         b = root / "branches" / kind
         imp_acc = pd.read_csv(root / "analysis/accuracy.csv")

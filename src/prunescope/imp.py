@@ -420,6 +420,7 @@ class IMP:
             for lv in levels
             if self.rd.level_complete(lv)
         ]
+        seconds = [s for s in seconds if s > 0]  # a branch's level 0 is the run's, not trained
         if not left or not seconds:
             return None
         total = len(left) * sum(seconds) / len(seconds)
