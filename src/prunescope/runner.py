@@ -289,17 +289,6 @@ def measure_runtime(
     overrides: list[str],
     force: bool = False,
 ) -> None:
-    """``prunescope runtime RUN``: the runtime analysis with its settings from the command line."""
-    from prunescope.training.precision import available_cores
-
-    for item in overrides:
-        if item.startswith("analysis.runtime.threads="):
-            wanted = int(item.split("=", 1)[1])
-            if wanted > available_cores():
-                log.warning(
-                    "--threads %d: more than the %d cores this process may use; using %d",
-                    wanted,
-                    available_cores(),
-                    available_cores(),
-                )
+    """``prunescope runtime RUN``: the runtime analysis with its settings from the command line
+    (more threads than cores are cut to the cores, with one line: see ``usable_threads``)."""
     analyze(run_dir, overrides, ["runtime"], levels, force)

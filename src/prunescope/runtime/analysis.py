@@ -18,7 +18,7 @@ import torch
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.runtime.formats import FORMATS
 from prunescope.runtime.measure import Settings, measure_batch
-from prunescope.training.precision import apply_threads, available_cores
+from prunescope.training.precision import apply_threads, usable_threads
 
 log = logging.getLogger("prunescope")
 
@@ -64,7 +64,7 @@ def settings_of(cfg) -> Settings:
     r = cfg.analysis.runtime
     return Settings(
         batch_sizes=tuple(r.batch_sizes),
-        threads=min(r.threads, available_cores()),  # see apply_threads
+        threads=usable_threads(r.threads),
         repetitions=r.repetitions,
         warmup=r.warmup,
         formats=available_formats(list(r.formats)),

@@ -71,25 +71,31 @@ def default_threads() -> int:
     return min(cores, omp) if omp > 0 else cores
 
 
-def apply_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (the on-device loader runs on them too), at most one per
-    core this process may use; returns the count.
+def usable_threads(wanted: int) -> int:
+    """``wanted``, but at most one thread per core this process may use (with one line
+    when that is fewer).
 
     Why at most the cores: measured with torch 2.13.0+cpu on this project's 2-core VM, 3
     threads crashed fp32 training of a ResNet-8 on CIFAR-10 in 3 of 3 runs (SIGSEGV or
     SIGABRT in backward) and gave bf16 training a different accuracy every repetition; 5
     threads crashed at once (plain torch, random data); 1, 2 and 4 were stable and
-    reproducible. More threads than cores only measure
-    contention anyway. The CI suite crashed three times this way (a test that asked for
-    cores + 1 threads left them set for the tests after it)."""
-    wanted = threads or default_threads()
-    n = min(wanted, available_cores())
-    if n < wanted:
+    reproducible. More threads than cores only measure contention anyway. The CI suite
+    crashed three times this way (a test that asked for cores + 1 threads left them set
+    for the tests after it)."""
+    cores = available_cores()
+    if wanted > cores:
         log.warning(
             "threads = %d: more than the %d cores this process may use; using %d",
             wanted,
-            available_cores(),
-            n,
+            cores,
+            cores,
         )
+    return min(wanted, cores)
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (the on-device loader runs on them too), never more
+    than the cores (see ``usable_threads``); returns the count."""
+    n = usable_threads(threads or default_threads())
     torch.set_num_threads(n)
     return n
