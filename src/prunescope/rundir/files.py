@@ -65,3 +65,30 @@ def check_not_symlink(path: Path, what: str) -> None:
             f"{path} is a symbolic link; prunescope writes {what} only into a real folder of the "
             f"run directory (remove the link)"
         )
+
+
+def own_folder(path: Path, what: str, *, base: Path | None = None) -> Path:
+    """A folder prunescope writes into (a branch, a sweep's run, ``logs/``, ``report/``, an
+    export's ``--out``), created where missing. Neither it nor any folder between ``base``
+    (a folder the command already trusts, such as the run directory) and it may be a
+    symbolic link: a link could lead the write anywhere (another run, a system folder), so
+    none is followed, wherever it points."""
+    path = Path(path)
+    steps = [path]
+    if base is not None:
+        rel = path.relative_to(base)
+        steps = [Path(base).joinpath(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
+    elif not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        check_not_symlink(step, what)
+        try:
+            step.mkdir(exist_ok=True)
+        except FileExistsError:
+            raise RunDirError(
+                f"{step} exists and is not a folder; prunescope writes {what} there"
+            ) from None
+        except OSError as exc:
+            raise RunDirError(f"cannot create {step} for {what} ({exc.strerror})") from None
+        check_not_symlink(step, what)  # a link made between the check and the mkdir
+    return path
