@@ -59,3 +59,14 @@ def damaged_copy(analysed_run, tmp_path):
         return root
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_trust():
+    """Each test starts with nothing vouched for: what one test's config vouched for
+    (prunescope.trust) must not let another test's run directory import code."""
+    from prunescope import trust
+
+    token = trust._TRUST.set(None)
+    yield
+    trust._TRUST.reset(token)

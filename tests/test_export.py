@@ -14,7 +14,8 @@ from hostile_helpers import one_error_line
 from model_helpers import batches_of, classifier_of, model_and_input
 from prunescope import build_model
 from prunescope.cli import main
-from prunescope.export import export_model, load_exported
+from prunescope.export import export_model
+from prunescope.export_files import load_exported
 from prunescope.models import model_names, prunable_layers
 
 

@@ -14,7 +14,7 @@ _PUBLIC = {
     "build_model": "prunescope.models",
     "load_level": "prunescope.api",
     "load_test_set": "prunescope.api",
-    "load_exported": "prunescope.export",
+    "load_exported": "prunescope.export_files",
 }
 
 __all__ = ["__version__", *_PUBLIC]

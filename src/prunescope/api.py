@@ -22,6 +22,7 @@ from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_level_tensors
 from prunescope.rundir.session import open_run_dir
 from prunescope.seeding import derive_seed
+from prunescope.trust import trusting
 
 
 def model_for(cfg: Config) -> nn.Module:
@@ -44,10 +45,15 @@ def read_level(rd: RunDir, cfg: Config, level: int) -> tuple[nn.Module, Masks]:
     return model, masks
 
 
-def load_level(run_dir: str | Path, level: int) -> tuple[nn.Module, Masks]:
-    """The trained model of a level (eval mode, on the CPU) and its masks keyed like its state dict."""
-    rd, cfg = open_run_dir(run_dir)
-    return read_level(rd, cfg, level)
+def load_level(
+    run_dir: str | Path, level: int, *, trust_code: bool = False
+) -> tuple[nn.Module, Masks]:
+    """The trained model of a level (eval mode, on the CPU) and its masks keyed like its state
+    dict. ``trust_code=True`` imports the code the run names (a user model; see
+    :mod:`prunescope.trust`); built-in models never need it."""
+    with trusting(trust_code):
+        rd, cfg = open_run_dir(run_dir)
+        return read_level(rd, cfg, level)
 
 
 def test_images(

@@ -21,6 +21,11 @@ from prunescope.errors import (
 
 log = logging.getLogger("prunescope")
 
+TRUST_HELP = (
+    "import the code that an opened run directory, branch or export names (model.name, "
+    "imp.prunable_types, analysis.plugins); without it, only code your own config names runs"
+)
+
 
 class LazyHelp(str):
     """A help text computed only when help is shown: the analysis registry behind ``--only``
@@ -237,9 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Iterative Magnitude Pruning with rewinding, and the structure it leaves behind.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    common.add_argument(
+        "--trust-code", action="store_true", default=argparse.SUPPRESS, help=TRUST_HELP
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     _add = sub.add_parser
@@ -412,7 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with logging_redirect_tqdm():
+        from prunescope.trust import scope
+
+        with logging_redirect_tqdm(), scope(everything=args.trust_code):
             return args.func(args)
     except ConfigError as exc:
         for line in exc.lines:

@@ -24,8 +24,6 @@ network on the run's test images).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunescope.errors import RunDirError, UserInputError
+from prunescope.errors import RunDirError
+from prunescope.export_files import ARCHITECTURE, EXPORT, MODEL, write_export_folder
 from prunescope.structure import ELEMENTWISE, Consumer, channel_flows
-
-ARCHITECTURE = "architecture.json"
-EXPORT = "export.json"
-MODEL = "model.safetensors"
 
 
 @dataclass
@@ -397,34 +392,15 @@ def reasons(plan: LayerPlan) -> dict[str, int]:
 def write_export(
     out: Path, small: nn.Module, plans: dict[str, LayerPlan], meta: dict[str, Any]
 ) -> None:
-    """The three files of an export, each written atomically; ``out`` must be new or empty."""
-    from prunescope.rundir.atomic import atomic_save_tensors, atomic_write_json
+    """The three files of an export, as one folder written whole or not at all; ``out`` must
+    be new or empty."""
+    from prunescope.rundir.atomic import json_bytes, safetensors_payload
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserInputError(f"--out {out} exists and is not an empty folder; choose a new one")
-    atomic_save_tensors(out / MODEL, small.state_dict())
-    atomic_write_json(out / ARCHITECTURE, {**meta["model"], "modules": architecture(small)})
-    atomic_write_json(out / EXPORT, {k: v for k, v in meta.items() if k != "model"})
-
-
-def load_exported(folder: str | Path) -> nn.Module:
-    """The exported network (eval mode, CPU): built from ``architecture.json``, loaded from
-    ``model.safetensors``; no code from the folder runs."""
-    from safetensors.torch import load_file
-
-    from prunescope.models.registry import ModelInputs, build_for
-
-    folder = Path(folder)
-    try:
-        arch = json.loads((folder / ARCHITECTURE).read_text(encoding="utf-8"))
-        fields = {f.name for f in dataclasses.fields(ModelInputs)} - {"graph"}
-        model = build_for(
-            arch["name"], ModelInputs(**{k: v for k, v in arch.items() if k in fields})
-        )
-        resize(model, arch["modules"])
-        model.load_state_dict(load_file(folder / MODEL))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise RunDirError(
-            f"{folder} is not a readable prunescope export ({str(exc)[:160]})"
-        ) from None
-    return model.eval()
+    write_export_folder(
+        out,
+        {
+            MODEL: safetensors_payload(small.state_dict()),
+            ARCHITECTURE: json_bytes({**meta["model"], "modules": architecture(small)}),
+            EXPORT: json_bytes({k: v for k, v in meta.items() if k != "model"}),
+        },
+    )

@@ -13,7 +13,7 @@ from prunescope.config.request import ConfigRequest
 from prunescope.data import PreparedData, prepare_from_config
 from prunescope.errors import DataError, RunDirError, UserInputError
 from prunescope.imp import IMP
-from prunescope.models import stage_of_layer
+from prunescope.models.describe import describe
 from prunescope.pruning.masks import prunable_weight_keys
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
@@ -21,6 +21,7 @@ from prunescope.rundir.session import WriteSession
 from prunescope.training.device import describe_device, resolve_device
 from prunescope.training.objective import scored_count
 from prunescope.training.precision import apply_threads
+from prunescope.trust import code_names, vouch
 
 log = logging.getLogger("prunescope")
 
@@ -71,6 +72,7 @@ def follow_run() -> None:
     if cfg is None:  # rank 0 stopped before training
         return
     cfg = Config.model_validate(cfg)
+    vouch(code_names(cfg))  # rank 0 imported it under the same command line's trust
     apply_threads(cfg.threads)
     device = resolve_device(cfg.device)
     done = IMP(cfg, None, device).follow()  # type: ignore[arg-type]
@@ -112,10 +114,7 @@ def lead_run(
 
 
 def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) -> None:
-    rd.manifest["layer_order"] = {
-        "stages": list(imp.model.stages),
-        "layers": list(stage_of_layer(imp.model)),
-    }
+    rd.manifest["layer_order"] = describe(imp.model)
     rd.save_manifest()
     log.info(
         "IMP on %s: %s, %d levels, %s",
@@ -232,12 +231,12 @@ def export_level(run_dir: str | Path, level: int, out: str | Path) -> Path:
     from prunescope.analysis.context import AnalysisContext
     from prunescope.api import read_level
     from prunescope.export import EXPORT, export_model, reasons, write_export
+    from prunescope.export_files import check_export_target
     from prunescope.rundir.level_files import read_metrics
     from prunescope.rundir.session import open_run_dir
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserInputError(f"--out {out} exists and is not an empty folder; choose a new one")
+    check_export_target(out)
     rd, cfg = open_run_dir(run_dir)
     model, _ = read_level(rd, cfg, level)
     ctx = AnalysisContext(rd, cfg, torch.device("cpu"))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from prunescope.config.schema import Config
 from prunescope.errors import ConfigError
+from prunescope.trust import code_names, vouch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -200,7 +201,9 @@ def build_config(
     if config_file is not None:
         data = deep_merge(data, read_toml_file(config_file))
     data = apply_overrides(data, overrides or [])
-    return resolve(validate(data))
+    cfg = validate(data)
+    vouch(code_names(cfg))  # the caller's own config: its code may be imported
+    return resolve(cfg)
 
 
 def resolve(cfg: Config) -> Config:

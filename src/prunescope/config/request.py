@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prunescope.config.load import apply_overrides, build_config, resolve, validate
 from prunescope.config.schema import Config
+from prunescope.trust import code_names, vouch
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,17 @@ class ConfigRequest:
         return self.config is not None or self.preset is not None or self.config_file is not None
 
     def build(self, stored: Config | None = None) -> Config:
+        """The config asked for; the code it names itself is vouched for (a stored config's
+        code is not: :mod:`prunescope.trust`)."""
         if self.config is not None:
             base = self.config
+            vouch(code_names(base))  # built by the caller's own code
         elif self.complete or stored is None:
             return build_config(self.preset, self.config_file, list(self.overrides))
         else:
             base = stored
         if not self.overrides:
             return base
+        vouch(code_names(apply_overrides({}, list(self.overrides))))
         data = base.model_dump(mode="json", exclude_none=True)
         return resolve(validate(apply_overrides(data, list(self.overrides))))

@@ -8,25 +8,33 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import importlib
 from collections.abc import Callable, Iterable, Mapping
 
 from torch import nn
 
 from prunescope.errors import UserInputError
 from prunescope.models.registry import ModelSpec, prunable_layers
+from prunescope.trust import import_trusted, require_trusted
 
 
-@functools.lru_cache(maxsize=16)
 def import_object(path: str, what: str) -> object:
-    """``package.module:attribute`` (or ``package.module.attribute``), imported."""
+    """``package.module:attribute`` (or ``package.module.attribute``), imported only when the
+    person running the command vouches for it (:mod:`prunescope.trust`)."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
         raise UserInputError(f"{what} {path!r} must look like package.module:name")
+    require_trusted(path, what)  # every time: the import below is cached
+    return _imported(path, module_name, attr, what)
+
+
+@functools.lru_cache(maxsize=16)
+def _imported(path: str, module_name: str, attr: str, what: str) -> object:
     try:
-        module = importlib.import_module(module_name)
+        module = import_trusted(path, module_name, what)
+    except UserInputError:
+        raise
     except Exception as exc:  # the user's module may raise anything while importing
         raise UserInputError(
             f"{what} {path!r}: cannot import {module_name} ({type(exc).__name__}: {exc}); "

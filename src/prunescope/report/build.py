@@ -62,11 +62,7 @@ def load_tables(rd: RunDir) -> dict[str, pd.DataFrame]:
 def stage_order(rd: RunDir, cfg: Config, tables: dict[str, pd.DataFrame]) -> list[str]:
     """Stages in network order, then any other stage a table names (tables of a run from
     someone else need not agree with its manifest; a figure must not fail on that)."""
-    order = (rd.manifest.get("layer_order") or {}).get("stages")
-    if not order:
-        from prunescope.api import model_for
-
-        order = list(model_for(cfg).stages)
+    order = (rd.manifest.get("layer_order") or {}).get("stages") or described(rd, cfg)["stages"]
     seen = list(dict.fromkeys(order))
     for df in tables.values():
         if "stage" in df:
@@ -129,30 +125,16 @@ def run_series(
     return out
 
 
-def has_batchnorm(cfg: Config) -> bool:
-    from torch import nn
-
+def described(rd: RunDir, cfg: Config) -> dict:
+    """The manifest's record of the model (stages, layer kinds, BatchNorm); a run made
+    before it was recorded builds its model (a user model's code then needs trust)."""
+    record = rd.manifest.get("layer_order") or {}
+    if record.get("layer_types") is not None and record.get("batchnorm") is not None:
+        return record
     from prunescope.api import model_for
+    from prunescope.models.describe import describe
 
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model_for(cfg).modules())
-
-
-def layer_types(cfg: Config) -> dict[str, str]:
-    """Each prunable layer's kind, from the architecture (not from any checkpoint)."""
-    from torch import nn
-
-    from prunescope.api import model_for
-
-    out = {}
-    for name, m in model_for(cfg).named_modules():
-        if isinstance(m, nn.Linear):
-            out[name] = "linear"
-        elif isinstance(m, nn.Conv2d):
-            k = f"{m.kernel_size[0]}x{m.kernel_size[1]}"
-            out[name] = (
-                "grouped conv" if m.groups > 1 else f"{k} conv" if k in ("3x3", "1x1") else "other"
-            )
-    return out
+    return describe(model_for(cfg))
 
 
 def hardware(rd: RunDir) -> str:
@@ -242,9 +224,10 @@ def report_inputs(
     order = stage_order(rd, cfg, tables)
     margin = cfg.report.critical_margin
     exclude = list(cfg.imp.exclude or [])
-    types = layer_types(cfg)
+    model = described(rd, cfg)
+    types = model["layer_types"]
     summary = F.all_findings(tables, order, exclude, margin, types)
-    summary["batchnorm"] = has_batchnorm(cfg)
+    summary["batchnorm"] = model["batchnorm"]
     opened = open_runs(run_dirs, rd, cfg)
     branches = control_tables(rd)
     if branches:

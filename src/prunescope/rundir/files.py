@@ -36,16 +36,33 @@ def inside(root: Path, rel: str) -> Path:
     return target
 
 
+def _open_regular(path: Path) -> int:
+    """A descriptor of a regular file, opened without following a link or blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not a regular file")
+    return fd
+
+
+def regular_file_size(path: Path) -> int:
+    """The size of a regular file; :class:`NotARegularFile` for a FIFO, device or folder
+    (checked before a library opens it, which could block on a FIFO)."""
+    fd = _open_regular(path)
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 def read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit + 1`` bytes of a regular file (one more than allowed shows it grew).
 
     Raises :class:`FileNotFoundError`, :class:`NotARegularFile` or another
     :class:`OSError`.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = _open_regular(path)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFile(errno.EINVAL, "not a regular file")
         chunks, left = [], limit + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 24))

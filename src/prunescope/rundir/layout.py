@@ -34,6 +34,7 @@ from prunescope.rundir.manifest import (
     parse_json_bytes,
     validate_manifest,
 )
+from prunescope.trust import opened_data_folder
 
 FORMAT = "prunescope-run"
 FORMAT_VERSION = 1
@@ -148,6 +149,7 @@ class RunDir:
             raise RunDirError(f"{self.root} is not a run directory (no such folder)")
         if not path.exists() and not path.is_symlink():
             raise RunDirError(f"{self.root} is not a prunescope run directory (no {MANIFEST})")
+        opened_data_folder(self.root)  # no module is ever imported from inside it
         try:
             data = read_regular(inside(self.root, MANIFEST), MAX_MANIFEST_BYTES)
         except OSError as exc:

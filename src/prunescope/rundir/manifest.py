@@ -79,6 +79,8 @@ class LevelRecord(Record):
 class LayerOrder(Record):
     stages: list[StrictStr]
     layers: list[StrictStr]
+    layer_types: dict[StrictStr, StrictStr] | None = None  # runs since the trust checks
+    batchnorm: StrictBool | None = None
 
 
 class AnalysisRecord(Record):
