@@ -212,6 +212,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         slots=args.jobs,
         sweep_dir=args.dir,
         analyze=not args.no_analyze,
+        max_runs=args.max_runs,
     )
     states = sweep.sweep_status(root)
     print(sweep.status_table(states))
@@ -366,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, metavar="SWEEP_DIR", help="default: the sweep file's path without .toml"
     )
     p.add_argument("--no-analyze", action="store_true", help="train only")
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="refuse a grid of more runs (default 10000)",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="what a run directory holds, what is left, damaged files")

@@ -4,14 +4,19 @@ submitit, safe to re-run (complete runs are skipped, the others resume)."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from prunescope.errors import UserInputError
+from prunescope.rundir.files import own_folder
 from prunescope.sweep import jobs
 from prunescope.sweep.local import LocalRun, run_local
-from prunescope.sweep.spec import SweepFile, SweepPoint, expand, load_sweep
+from prunescope.sweep.spec import MAX_RUNS, SweepFile, SweepPoint, expand, load_sweep
 from prunescope.sweep.state import (
+    LOGS,
+    SWEEP_JSON,
     RunState,
+    check_logs_folder,
     is_complete,
     log_path,
     read_record,
@@ -29,10 +34,12 @@ def default_dir(sweep_file: Path) -> Path:
     return Path(sweep_file).with_suffix("")
 
 
-def plan(sweep_file: Path, sweep_dir: Path | None) -> tuple[SweepFile, list[SweepPoint], Path]:
+def plan(
+    sweep_file: Path, sweep_dir: Path | None, max_runs: int = MAX_RUNS
+) -> tuple[SweepFile, list[SweepPoint], Path]:
     """The sweep file read and every point validated: nothing has started yet."""
     sweep = load_sweep(sweep_file)
-    points = expand(sweep)
+    points = expand(sweep, max_runs)
     return sweep, points, Path(sweep_dir) if sweep_dir else default_dir(sweep_file)
 
 
@@ -57,6 +64,14 @@ def record(sweep_file: Path, sweep: SweepFile, points: list[SweepPoint], root: P
     return rec
 
 
+def own_run_folders(root: Path, points: list[SweepPoint]) -> None:
+    """The folders the runs write into, made here and never through a symbolic link (a
+    sweep folder from someone else could link a run or ``logs/`` anywhere)."""
+    own_folder(root / LOGS, "a sweep's logs", base=root)
+    for p in points:
+        own_folder(root / p.name, "a sweep's run", base=root)
+
+
 def run_sweep(
     sweep_file: Path,
     *,
@@ -66,17 +81,21 @@ def run_sweep(
     analyze: bool = True,
     cluster: str | None = None,
     wait: bool = False,
+    max_runs: int = MAX_RUNS,
 ) -> Path:
     if executor not in EXECUTORS:
         raise UserInputError(f"unknown executor {executor!r}: choose {' or '.join(EXECUTORS)}")
     if slots < 1:
         raise UserInputError(f"--jobs must be at least 1, got {slots}")
-    sweep, points, root = plan(sweep_file, sweep_dir)
+    if max_runs < 1:
+        raise UserInputError(f"--max-runs must be at least 1, got {max_runs}")
+    sweep, points, root = plan(sweep_file, sweep_dir, max_runs)
     if executor == "slurm":
         from prunescope.sweep.slurm import import_submitit
 
         import_submitit()  # say how to install it before anything is written
     rec = record(sweep_file, sweep, points, root)
+    own_run_folders(root, points)  # before is_complete reads them
     todo = [p for p in points if not is_complete(root / p.name, p.config.imp.levels, analyze)]
     log.info(
         "sweep: %d runs in %s, %d complete, %d to run",
@@ -94,7 +113,8 @@ def run_sweep(
     from prunescope.sweep.slurm import SweepTask, submit
 
     tasks = [SweepTask(c, str(log_path(root, n))) for n, c in cmds.items()]
-    submitted = submit(tasks, root / "submitit", sweep.slurm, slots, cluster)
+    folder = own_folder(root / "submitit", "submitit's files", base=root)
+    submitted = submit(tasks, folder, sweep.slurm, slots, cluster)
     rec["jobs"].append(
         {
             "executor": cluster or "slurm",
@@ -114,8 +134,9 @@ def run_sweep(
 
 
 def sweep_status(sweep_dir: Path) -> list[RunState]:
-    rec = read_record(sweep_dir)
-    return [run_state(Path(sweep_dir), r["name"], int(r["levels"])) for r in rec["runs"]]
+    rec = read_record(sweep_dir)  # validated: every name is one plain path component
+    check_logs_folder(sweep_dir)
+    return [run_state(Path(sweep_dir), r["name"], r["levels"]) for r in rec["runs"]]
 
 
 def sweep_runs(sweep_dir: Path) -> list[Path]:
@@ -140,11 +161,19 @@ def status_table(states: list[RunState]) -> str:
 def expand_report_args(paths: list[Path], out: Path | None) -> tuple[list[Path], Path | None]:
     """``report SWEEP_DIR``: its runs with a trained level (seeds grouped as replicates by
     the report itself), written to ``SWEEP_DIR/report`` unless ``--out`` says otherwise."""
-    from prunescope.sweep.state import SWEEP_JSON
-
-    if len(paths) != 1 or not (Path(paths[0]) / SWEEP_JSON).is_file():
+    # lexists: a sweep.json that is a link or a FIFO is refused as a sweep's, not skipped
+    if len(paths) != 1 or not os.path.lexists(Path(paths[0]) / SWEEP_JSON):
         return paths, out
-    runs = sweep_runs(paths[0])
+    root = Path(paths[0])
+    runs = sweep_runs(root)
     if not runs:
-        raise UserInputError(f"sweep {paths[0]} has no run with a trained level yet")
-    return runs, out if out is not None else Path(paths[0]) / "report"
+        raise UserInputError(f"sweep {root} has no run with a trained level yet")
+    return runs, out if out is not None else own_report_folder(root)
+
+
+def own_report_folder(root: Path) -> Path:
+    """``SWEEP_DIR/report`` and its ``figures/``, never through a link: the report would
+    be written wherever one leads (``--out``, named by the user, is the user's own)."""
+    report = own_folder(root / "report", "the sweep's report", base=root)
+    own_folder(report / "figures", "the sweep's report", base=root)
+    return report

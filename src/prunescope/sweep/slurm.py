@@ -9,6 +9,7 @@ from typing import Any
 
 from prunescope.errors import UserInputError
 from prunescope.sweep import jobs
+from prunescope.sweep.spec import check_slurm_table
 
 # Short names a sweep file may use in [slurm], as submitit spells them; any other key is
 # passed to submitit as it is (e.g. slurm_qos, slurm_constraint, nodes).
@@ -54,6 +55,7 @@ class SweepTask:
 
 
 def executor_parameters(table: dict[str, Any], slots: int) -> dict[str, Any]:
+    check_slurm_table(table, "[slurm]")  # load_sweep did; this is the way into the script
     params = {SLURM_NAMES.get(k, k): v for k, v in table.items()}
     params.setdefault("slurm_array_parallelism", slots)
     return params

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prunescope.config import Config, build_config
 from prunescope.config.load import closest_key, flatten, known_keys, tomllib
-from prunescope.errors import ConfigError, UserInputError
+from prunescope.errors import ConfigError, UserInputError, shorten
+from prunescope.rundir.files import read_regular
 from prunescope.rundir.session import RESUMABLE_KEYS
+
+# A grid is counted before it is expanded: each point is validated as a whole config
+# (~10 ms), so a mistyped million-point grid would run for hours before any run starts.
+MAX_RUNS = 10_000
+# A hand-written sweep file is a few KB; the cap only keeps a wrong path from being read
+# into memory.
+MAX_SWEEP_FILE_BYTES = 16 * 2**20
+# submitit writes [slurm] keys and values into the sbatch script, one per line: a newline in
+# one (``partition = "gpu\ntouch X #"``) would start a shell line of its own.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class SweepBase(BaseModel):
@@ -75,22 +87,70 @@ class SweepPoint:
         return args
 
 
+def read_sweep_text(path: Path) -> str:
+    """The sweep file as text. A symlink the user made is followed, but a FIFO or a device
+    is refused rather than read (which would block, or never end)."""
+    try:
+        data = read_regular(Path(path).resolve(), MAX_SWEEP_FILE_BYTES)
+    except OSError as exc:
+        raise UserInputError(f"cannot read sweep file {path} ({exc.strerror or exc})") from None
+    if len(data) > MAX_SWEEP_FILE_BYTES:
+        raise UserInputError(f"sweep file {path} is larger than {MAX_SWEEP_FILE_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(
+            f"sweep file {path} is not UTF-8 text (at byte offset {exc.start}); save it as UTF-8"
+        ) from None
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped, so that it prints as one line."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def check_slurm_table(table: dict[str, Any], source: str) -> None:
+    """Refuse a control character in any key or string of ``[slurm]``, nested ones included."""
+    stack: list[tuple[str, Any]] = [("slurm", table)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"{where}.{key}", key))
+                stack.append((f"{where}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and CONTROL.search(value):
+            raise ConfigError(
+                [
+                    f"{source}: {printable(where)} holds a control character "
+                    f"({shorten(value, 60)}); submitit writes it into a shell script"
+                ]
+            )
+
+
 def load_sweep(path: Path) -> SweepFile:
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserInputError(f"cannot read sweep file {path} ({exc.strerror})") from None
+        data = tomllib.loads(read_sweep_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"sweep file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array
+        raise UserInputError(f"sweep file {path} nests its values too deeply") from None
     try:
         sweep = SweepFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            [f"{path}: {field_name(e['loc'])}: {e['msg']}" for e in exc.errors()]
         ) from None
+    check_slurm_table(sweep.slurm, str(path))
     if sweep.base.config is not None and not sweep.base.config.is_absolute():
         sweep.base.config = (Path(path).parent / sweep.base.config).resolve()
     return sweep
+
+
+def field_name(loc: tuple) -> str:
+    """A pydantic location as one printable line (a TOML key may hold a newline)."""
+    return printable(".".join(map(str, loc)))
 
 
 def toml_literal(value: Any) -> str:
@@ -121,6 +181,13 @@ def grid_axes(grid: dict[str, list[Any]]) -> list[tuple[list[str], list[list[Any
             raise ConfigError([f"grid key {entry!r} has no values"])
         rows = []
         for choice in choices:
+            if len(keys) > 1 and not isinstance(choice, list):
+                raise ConfigError(
+                    [
+                        f"grid {entry!r}: each choice is a list of {len(keys)} values, "
+                        f"one per key; got {shorten(choice, 60)}"
+                    ]
+                )
             row = list(choice) if len(keys) > 1 else [choice]
             if len(row) != len(keys):
                 raise ConfigError(
@@ -131,9 +198,21 @@ def grid_axes(grid: dict[str, list[Any]]) -> list[tuple[list[str], list[list[Any
     return axes
 
 
-def expand(sweep: SweepFile) -> list[SweepPoint]:
+def check_grid_size(axes: list[tuple[list[str], list[list[Any]]]], max_runs: int) -> int:
+    """The number of grid points, counted from the axes before any point is built."""
+    count = math.prod(len(rows) for _, rows in axes)
+    if count > max_runs:
+        raise UserInputError(
+            f"the grid has {count:,} points, more than {max_runs:,}; "
+            f"check the grid, or allow it with --max-runs {count}"
+        )
+    return count
+
+
+def expand(sweep: SweepFile, max_runs: int = MAX_RUNS) -> list[SweepPoint]:
     """Every grid point as a validated config, in grid order (the last key varies fastest)."""
     axes = grid_axes(sweep.grid)
+    check_grid_size(axes, max_runs)
     points, names = [], {}
     for combo in itertools.product(*(rows for _, rows in axes)):
         values = {
