@@ -29,7 +29,7 @@ from hostile_helpers import edit_manifest, fake_cifar, one_error_line, record_of
 from imp_helpers import run_command
 from prunescope import load_level
 from prunescope.cli import main
-from prunescope.errors import RunDirError
+from prunescope.errors import RunDirError, UserInputError
 
 # --- files outside the run directory ---------------------------------------------------
 
@@ -468,3 +468,175 @@ def test_random_manifests_end_in_one_line_and_touch_nothing_outside(analysed_run
     if code == 2:
         assert len([ln for ln in text.splitlines() if ln.startswith("prunescope:")]) == 1, text
     assert _snapshot(sentinel) == before
+
+
+# --- round two (issue #20): code, links, exports, sizes ---------------------------------
+
+EVIL = """
+from pathlib import Path
+Path({marker!r}).write_text("imported")
+
+def make(num_classes, in_channels, image_size):
+    from prunescope import build_model
+    return build_model("resnet8", num_classes, in_channels, image_size)
+"""
+
+
+def _name_code(root: Path, name: str) -> None:
+    """The run's config names ``name`` as its model, re-signed as anyone could."""
+    text = (root / "config.toml").read_text()
+    resign(root, "config.toml", text.replace('name = "resnet8"', f'name = "{name}"').encode())
+
+
+@pytest.fixture
+def evil_module(tmp_path, monkeypatch):
+    """``evil:make`` importable from sys.path; importing it writes a marker file."""
+    folder = tmp_path / "evil_home"
+    folder.mkdir()
+    marker = tmp_path / "imported.txt"
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(folder))
+    return marker
+
+
+UNVOUCHED = [
+    ["analyze", "{root}", "--only", "sparsity"],
+    ["export", "{root}", "--level", "1", "--out", "{out}"],
+    ["runtime", "{root}", "--levels", "1", "--formats", "dense"],
+    ["branch", "{root}", "random_mask", "--no-analyze"],
+    ["run", "--run-dir", "{root}", "--no-analyze"],
+]
+
+
+@pytest.mark.parametrize("argv", UNVOUCHED, ids=lambda a: a[0])
+def test_a_run_directory_runs_no_code_its_user_did_not_vouch_for(
+    damaged_copy, evil_module, argv, capsys
+):
+    root = damaged_copy()
+    _name_code(root, "evil:make")
+    args = [a.format(root=root, out=root.parent / "exp") for a in argv]
+    assert main(args) == 2
+    line = one_error_line(capsys)
+    assert "'evil:make'" in line and "--trust-code" in line, line
+    assert not evil_module.exists()
+    assert not (root / "branches").exists() and not (root.parent / "exp").exists()
+
+
+def test_the_report_and_status_need_no_code_at_all(damaged_copy, evil_module, capsys):
+    root = damaged_copy()
+    _name_code(root, "evil:make")
+    assert main(["report", str(root)]) == 0
+    assert main(["status", str(root)]) == 0
+    assert not evil_module.exists()
+
+
+def test_vouching_imports_the_code(damaged_copy, evil_module, monkeypatch, capsys):
+    root = damaged_copy()
+    _name_code(root, "evil:make")
+    assert main(["analyze", str(root), "--only", "sparsity", "--force", "--trust-code"]) == 0
+    assert evil_module.read_text() == "imported"
+    evil_module.unlink()
+    monkeypatch.setenv("PRUNESCOPE_TRUST_CODE", "evil")  # a module prefix in the environment
+    model, masks = load_level(root, 1)
+    assert len(masks) > 0 and model is not None
+    with pytest.raises(UserInputError, match="--trust-code"):
+        monkeypatch.delenv("PRUNESCOPE_TRUST_CODE")
+        load_level(root, 1)
+    assert load_level(root, 1, trust_code=True)[0] is not None
+
+
+@pytest.mark.parametrize("name", ["os:abort", "code:interact", "sys:exit", "builtins:breakpoint"])
+def test_a_run_naming_any_callable_is_one_line(damaged_copy, name, capsys):
+    root = damaged_copy()
+    _name_code(root, name)
+    assert main(["analyze", str(root), "--only", "sparsity"]) == 2
+    assert repr(name) in one_error_line(capsys)
+
+
+def test_python_m_never_imports_a_module_shipped_in_the_run(damaged_copy):
+    """``python -m prunescope`` puts the working directory on sys.path: a run directory
+    there must not become an importable package, even with --trust-code."""
+    root = damaged_copy()
+    marker = root.parent / "imported.txt"
+    (root / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    _name_code(root, f"{root.name}.evil:make")
+    out = subprocess.run(
+        [sys.executable, "-m", "prunescope", "analyze", root.name, "--only", "sparsity"]
+        + ["--trust-code"],
+        cwd=root.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and not marker.exists()
+
+
+@pytest.mark.parametrize("link", ["branches", "branches/random_mask"])
+def test_a_branch_is_never_written_through_a_link(damaged_copy, analysed_run, link, capsys):
+    root = damaged_copy()
+    victim = root.parent / "victim"
+    shutil.copytree(analysed_run, victim, symlinks=True)
+    before = _snapshot(victim)
+    target = victim if link == "branches/random_mask" else root.parent / "elsewhere"
+    target.mkdir(exist_ok=True)
+    (root / "branches").mkdir(exist_ok=True) if "/" in link else None
+    (root / link).symlink_to(target)
+    for argv in (["branch", str(root), "random_mask"], ["analyze", str(root)]):
+        assert main(argv) == 2, argv
+        assert "is a symbolic link" in one_error_line(capsys)
+    assert _snapshot(victim) == before
+    assert not (root.parent / "elsewhere").exists() or not any(
+        (root.parent / "elsewhere").iterdir()
+    )
+
+
+def test_another_run_copied_into_branches_is_not_adopted(damaged_copy, analysed_run, capsys):
+    root = damaged_copy()
+    (root / "branches").mkdir()
+    shutil.copytree(analysed_run, root / "branches/random_mask", symlinks=True)
+    assert main(["branch", str(root), "random_mask", "--no-analyze"]) == 2
+    assert "is not the random_mask branch" in one_error_line(capsys)
+
+
+def test_a_branch_cannot_change_the_levels(damaged_copy, capsys):
+    root = damaged_copy()
+    assert main(["branch", str(root), "random_mask", "--set", "imp.levels=5"]) == 2
+    assert "imp.levels" in one_error_line(capsys)
+    assert not (root / "branches").exists()
+
+
+def test_runtime_refuses_batches_larger_than_the_test_set_and_no_formats(damaged_copy, capsys):
+    root = damaged_copy()  # digits, 120 test images
+    argv = ["runtime", str(root), "--levels", "1", "--formats", "dense"]
+    assert main([*argv, "--batch-sizes", "100000000"]) == 2
+    line = one_error_line(capsys)
+    assert "100000000 is more than the 120 test examples" in line, line
+    assert main(["runtime", str(root), "--formats", ","]) == 2
+    assert "at least one format" in one_error_line(capsys)
+    assert not (root / "analysis/runtime.csv").exists()
+
+
+def _replicate(analysed_run: Path, folder: Path, seed: int) -> Path:
+    shutil.copytree(analysed_run, folder, symlinks=True)
+    text = (folder / "config.toml").read_text().replace("seed = 0", f"seed = {seed}")
+    resign(folder, "config.toml", text.encode())
+    return folder
+
+
+def test_replicates_must_agree_on_sparsity_and_share_a_level(analysed_run, tmp_path, capsys):
+    a = _replicate(analysed_run, tmp_path / "a", 1)
+    b = _replicate(analysed_run, tmp_path / "b", 2)
+    table = (b / "analysis/accuracy.csv").read_text().splitlines()
+    lied = [
+        table[0],
+        *(r.replace(r.split(",")[1], "0.99", 1) if r.startswith("2,") else r for r in table[1:]),
+    ]
+    resign(b, "analysis/accuracy.csv", ("\n".join(lied) + "\n").encode())
+    assert main(["report", str(a), str(b), "--replicates", "--out", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys)
+    assert "disagree on the sparsity of level 2" in line and "0.9900" in line, line
+    none_shared = [table[0], *(r.replace(r.split(",")[0], "9", 1) for r in table[1:2])]
+    resign(b, "analysis/accuracy.csv", ("\n".join(none_shared) + "\n").encode())
+    assert main(["report", str(a), str(b), "--replicates", "--out", str(tmp_path / "r")]) == 2
+    assert "no trained level in common" in one_error_line(capsys)

@@ -34,6 +34,7 @@ from prunescope.errors import RunDirError, UserInputError
 from prunescope.imp import IMP
 from prunescope.pruning.masks import Masks
 from prunescope.pruning.random_masks import random_global_masks, random_layerwise_masks
+from prunescope.rundir.files import check_no_link_below
 from prunescope.rundir.layout import REWIND, RunDir, level_file
 from prunescope.rundir.level_files import read_level_tensors, read_metrics, read_state
 
@@ -87,8 +88,16 @@ def branch_dir(run: Path, kind: str) -> Path:
 
 
 def branch_dirs(run: Path) -> list[Path]:
-    """The branches a run has, in KINDS order."""
-    return [p for k in KINDS if ((p := branch_dir(run, k)) / "manifest.json").exists()]
+    """The branches a run has, in KINDS order; a branch folder reached through a symbolic
+    link is refused (it could be another run, which analysing it would modify)."""
+    check_no_link_below(Path(run), Path(run) / BRANCHES, "branches")
+    found = []
+    for k in KINDS:
+        path = branch_dir(run, k)
+        if path.is_symlink() or (path / "manifest.json").exists():
+            check_no_link_below(Path(run), path, "a branch")
+            found.append(path)
+    return found
 
 
 def check_parent_complete(parent: RunDir, cfg: Config) -> None:
@@ -98,6 +107,23 @@ def check_parent_complete(parent: RunDir, cfg: Config) -> None:
             f"{parent.root} is not complete (levels {', '.join(map(str, left))} are not trained); "
             f"finish it with 'prunescope run --run-dir {parent.root}' before branching"
         )
+
+
+def adopt(rd: RunDir, parent: RunDir, kind: BranchKind) -> dict:
+    """The branch record of ``rd``: new, or the one it holds if it is this run's own branch of
+    this kind (a run directory copied into ``branches/`` is not adopted)."""
+    rewind = parent.manifest["files"].get(REWIND, {}).get("sha256")
+    if rd.manifest["levels"] or rd.manifest.get("branch"):
+        record = rd.manifest.get("branch") or {}
+        if record.get("kind") != kind.name or record.get("parent_rewind", rewind) != rewind:
+            raise RunDirError(
+                f"{rd.root} is not the {kind.name} branch of {parent.root} (it holds another "
+                f"run's levels); move it away and branch again"
+            )
+    record = rd.manifest.setdefault("branch", {"kind": kind.name, "parent_masks": {}})
+    record.setdefault("parent_masks", {})
+    record["parent_rewind"] = rewind
+    return record
 
 
 class BranchIMP(IMP):
@@ -115,8 +141,7 @@ class BranchIMP(IMP):
         super().__init__(cfg, rd, device, data)
         self.parent = parent
         self.kind = kind
-        record = rd.manifest.setdefault("branch", {"kind": kind.name, "parent_masks": {}})
-        self.parent_masks: dict = record.setdefault("parent_masks", {})
+        self.parent_masks: dict = adopt(rd, parent, kind)["parent_masks"]
 
     # the parent's files, checked like every read of a level
     def parent_mask(self, level: int) -> Masks:

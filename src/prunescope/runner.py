@@ -16,6 +16,7 @@ from prunescope.imp import IMP
 from prunescope.models.describe import describe
 from prunescope.pruning.masks import prunable_weight_keys
 from prunescope.rundir.data_check import check_data
+from prunescope.rundir.files import check_no_link_below
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.session import WriteSession
 from prunescope.training.device import describe_device, resolve_device
@@ -188,7 +189,13 @@ def run_branch(
         check_parent_complete(parent.rd, parent.cfg)
         cfg = ConfigRequest(overrides=tuple(overrides)).build(parent.cfg)
         resumable_changes(parent.cfg, cfg, "a branch keeps its run's settings")
+        if cfg.imp.levels != parent.cfg.imp.levels:
+            raise UserInputError(
+                f"--set imp.levels={cfg.imp.levels}: a branch has its run's levels "
+                f"(0-{parent.cfg.imp.levels})"
+            )
         root = branch_dir(parent.rd.root, kind.name)
+        check_no_link_below(parent.rd.root, root, "a branch")
         with WriteSession(root, cfg, preflight=check_runnable) as session:
             cfg, rd = session.cfg, session.rd
             same_data_as_parent(parent.rd, session.prepared)

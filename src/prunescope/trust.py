@@ -52,6 +52,9 @@ class Trust:
         return any(path == n or module == n or module.startswith(f"{n}.") for n in self.names)
 
 
+# What this command added: vouched names, --trust-code, opened data folders. The
+# environment is read at every check, never copied in (a test or a long-lived Python
+# process may change it).
 _TRUST: ContextVar[Trust | None] = ContextVar("prunescope_trust", default=None)
 
 
@@ -63,17 +66,27 @@ def from_environment() -> Trust:
     return Trust(names=names)
 
 
+def _added() -> Trust:
+    return _TRUST.get() or Trust()
+
+
 def current() -> Trust:
-    """This command's trust; outside a command (the Python API), the environment's."""
-    return _TRUST.get() or from_environment()
+    """What is vouched for now: this command's additions and the environment's."""
+    added, env = _added(), from_environment()
+    return replace(
+        added, everything=added.everything or env.everything, names=added.names | env.names
+    )
+
+
+def _update(**changes: object) -> None:
+    _TRUST.set(replace(_added(), **changes))
 
 
 @contextlib.contextmanager
 def scope(*, everything: bool = False) -> Iterator[None]:
-    """One command's trust: the environment's, plus everything with ``--trust-code``;
-    what the command vouches for inside ends with it."""
-    base = from_environment()
-    token = _TRUST.set(replace(base, everything=base.everything or everything))
+    """One command's trust (``--trust-code`` vouches for everything); what the command
+    vouches for inside ends with it."""
+    token = _TRUST.set(Trust(everything=everything))
     try:
         yield
     finally:
@@ -86,7 +99,7 @@ def trusting(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    token = _TRUST.set(replace(current(), everything=True))
+    token = _TRUST.set(replace(_added(), everything=True))
     try:
         yield
     finally:
@@ -96,17 +109,15 @@ def trusting(enabled: bool) -> Iterator[None]:
 def vouch(names: Iterable[str]) -> None:
     """The caller's own config names these: they may be imported from now on."""
     new = frozenset(n for n in names if n)
-    now = current()
-    if not new <= now.names:
-        _TRUST.set(replace(now, names=now.names | new))
+    if not new <= _added().names:
+        _update(names=_added().names | new)
 
 
 def opened_data_folder(folder: Path) -> None:
     """A run directory or export was opened: no module is ever imported from inside it."""
-    now = current()
     resolved = Path(folder).resolve()
-    if resolved not in now.data_folders:
-        _TRUST.set(replace(now, data_folders=now.data_folders | {resolved}))
+    if resolved not in _added().data_folders:
+        _update(data_folders=_added().data_folders | {resolved})
 
 
 def code_names(cfg: object) -> list[str]:

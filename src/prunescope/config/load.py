@@ -47,6 +47,8 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib recurses once per nested array
+        raise ConfigError([f"{source}: values nested too deeply"]) from None
 
 
 def read_toml_file(path: str | Path) -> dict[str, Any]:

@@ -292,6 +292,13 @@ class RuntimeFields(Section):
             raise ValueError(f"batch sizes must be positive, got {v}")
         return v
 
+    @field_validator("formats")
+    @classmethod
+    def _some_format(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one format (or auto)")
+        return v
+
     @field_validator("synthetic")
     @classmethod
     def _sparsities(cls, v: list[float]) -> list[float]:

@@ -110,7 +110,7 @@ def run_series(
         if len(group) == 1:
             out.append(RunSeries(label, accs[0], F.critical_sparsity(accs[0], margin)))
             continue
-        band = accuracy_band(accs)
+        band = accuracy_band(accs, [str(run_dirs[i]) for i in group])
         mean = band[COLUMNS["accuracy"]]
         seeds = ", ".join(str(cfgs[i].seed) for i in group)
         out.append(

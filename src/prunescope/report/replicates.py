@@ -76,10 +76,35 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
-def accuracy_band(tables: list[pd.DataFrame]) -> pd.DataFrame:
+# Replicates share every setting but the seed, so every level removes exactly the same number
+# of weights: their sparsities agree to the last bit. Anything beyond float noise is another
+# experiment (or a table someone edited), never averaged into the band.
+SPARSITY_TOLERANCE = 1e-9
+
+
+def check_comparable(tables: list[pd.DataFrame], names: list[str]) -> set[int]:
+    """The levels every replicate has, whose network sparsities agree across replicates."""
+    common = set.intersection(*(set(t["level"]) for t in tables))
+    if not common:
+        raise UserInputError(
+            f"the replicates {', '.join(names[:3])} have no trained level in common; a band "
+            f"needs the same level in every run"
+        )
+    for level in sorted(common):
+        values = [float(t.loc[t["level"] == level, "network_sparsity"].iloc[0]) for t in tables]
+        if max(values) - min(values) > SPARSITY_TOLERANCE:
+            lo, hi = values.index(min(values)), values.index(max(values))
+            raise UserInputError(
+                f"replicates disagree on the sparsity of level {level} ({values[lo]:.4f} in "
+                f"{names[lo]}, {values[hi]:.4f} in {names[hi]}); they are not one experiment"
+            )
+    return common
+
+
+def accuracy_band(tables: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
     """Per level present in every replicate: mean test accuracy and its 95% band."""
     merged = pd.concat([t.assign(replicate=i) for i, t in enumerate(tables)], ignore_index=True)
-    common = set.intersection(*(set(t["level"]) for t in tables))
+    common = check_comparable(tables, names)
     rows = []
     for level, g in merged[merged["level"].isin(common)].groupby("level"):
         mean, low, high = t_interval(g["test_accuracy"].to_numpy())

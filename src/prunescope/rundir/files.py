@@ -76,12 +76,27 @@ def read_regular(path: Path, limit: int) -> bytes:
 
 
 def check_not_symlink(path: Path, what: str) -> None:
-    """Folders prunescope writes into (``report/``, say) must be real folders of the run."""
+    """Folders prunescope writes into (``report/``, a branch, a sweep's run) must be real
+    folders: a link could lead the write anywhere."""
     if path.is_symlink():
         raise RunDirError(
-            f"{path} is a symbolic link; prunescope writes {what} only into a real folder of the "
-            f"run directory (remove the link)"
+            f"{path} is a symbolic link; prunescope writes {what} only into a real folder, never "
+            f"through a link (remove the link)"
         )
+
+
+def _steps(path: Path, base: Path | None) -> list[Path]:
+    """``path`` and the folders between ``base`` and it (base excluded)."""
+    if base is None:
+        return [path]
+    rel = path.relative_to(base)
+    return [Path(base).joinpath(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
+
+
+def check_no_link_below(base: Path, path: Path, what: str) -> None:
+    """No folder from ``base`` (excluded) down to ``path`` is a symbolic link."""
+    for step in _steps(Path(path), Path(base)):
+        check_not_symlink(step, what)
 
 
 def own_folder(path: Path, what: str, *, base: Path | None = None) -> Path:
@@ -91,11 +106,8 @@ def own_folder(path: Path, what: str, *, base: Path | None = None) -> Path:
     symbolic link: a link could lead the write anywhere (another run, a system folder), so
     none is followed, wherever it points."""
     path = Path(path)
-    steps = [path]
-    if base is not None:
-        rel = path.relative_to(base)
-        steps = [Path(base).joinpath(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
-    elif not path.parent.exists():
+    steps = _steps(path, base)
+    if base is None and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     for step in steps:
         check_not_symlink(step, what)

@@ -97,6 +97,7 @@ class CheckpointRecord(Record):
 class BranchRecord(Record):
     kind: StrictStr
     parent_masks: dict[LevelNumber, Sha256]
+    parent_rewind: Sha256 | None = None  # the parent's rewind state: which run it branched
 
 
 class EnvironmentRecord(Record):
@@ -145,7 +146,8 @@ def parse_json_bytes(data: bytes, what: str) -> Any:
     parser's recursion) makes the file damaged, not an internal error."""
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON's, and
+        # an integer of more than 4,300 digits (Python's int-to-str limit)
         raise RunDirError(f"{what} is damaged ({shorten(str(exc), 120)})") from None
     if _depth(obj) > MAX_DEPTH:
         raise RunDirError(f"{what} is damaged (JSON nested more than {MAX_DEPTH} deep)")

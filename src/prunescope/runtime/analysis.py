@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
+from prunescope.errors import UserInputError
 from prunescope.runtime.formats import FORMATS
 from prunescope.runtime.measure import Settings, measure_batch
 from prunescope.training.precision import apply_threads, usable_threads
@@ -93,6 +94,11 @@ def measure_model(ctx, model, level: int, sparsity: float, s: Settings):
     apply_threads(s.threads)
     big = max(s.batch_sizes)
     x_all = torch.cat([x for x, _ in ctx.batches(None, 250)])[:big]
+    if len(x_all) < big:  # a batch of 450 recorded as batch_size=100000000 would be a lie
+        raise UserInputError(
+            f"analysis.runtime.batch_sizes: {big} is more than the {len(x_all)} test examples "
+            f"it would time; choose at most {len(x_all)}"
+        )
     exported = (
         export_model(model, layers, [(x_all[: min(big, 64)], None)]).small
         if "exported" in s.formats

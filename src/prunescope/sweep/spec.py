@@ -120,6 +120,13 @@ def check_slurm_table(table: dict[str, Any], source: str) -> None:
                 stack.append((f"{where}.{key}", item))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif not isinstance(value, str | int | float | bool):  # a TOML date or time
+            raise ConfigError(
+                [
+                    f"{source}: {printable(where)} is a {type(value).__name__}; submitit takes "
+                    f"strings, numbers, booleans, lists and tables"
+                ]
+            )
         elif isinstance(value, str) and CONTROL.search(value):
             raise ConfigError(
                 [
