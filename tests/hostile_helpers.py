@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,31 @@ def fake_cifar(folder: Path, n: int = 20, label_shift: int = 0) -> None:
     for name in [*cifar_mod.TRAIN_FILES, cifar_mod.TEST_FILE]:
         labels = (np.arange(n) + label_shift) % 10
         write_batch(folder / name, rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), labels)
+
+
+def write_planetoid(folder: Path, name: str = "toy") -> tuple[np.ndarray, np.ndarray]:
+    """A Planetoid layout (Kipf's ind.<name>.* pickles and test.index), 12 nodes, 3 classes:
+    train nodes 0..2 (x, y), allx nodes 0..5, test nodes 9, 7, 11, 8, 6 in file order; node 10
+    has no row (as Citeseer's isolated nodes)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    onehot = np.eye(3)[labels]
+    feats = rng.random((12, 4)) + np.eye(3, 4)[labels]
+    test_index = [9, 7, 11, 8, 6]
+    parts = {
+        "x": sp.csr_matrix(feats[:3]),
+        "y": onehot[:3],
+        "allx": sp.csr_matrix(feats[:6]),
+        "ally": onehot[:6],
+        "tx": sp.csr_matrix(feats[test_index]),
+        "ty": onehot[test_index],
+        "graph": defaultdict(list, {i: [(i + 1) % 12] for i in range(12)}),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, obj in parts.items():
+        with open(folder / f"ind.{name}.{part}", "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    (folder / f"ind.{name}.test.index").write_text("\n".join(map(str, test_index)) + "\n")
+    return labels, feats

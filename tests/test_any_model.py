@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from hostile_helpers import write_planetoid
 from prunescope import build_model
 from prunescope.analysis.similarity import as_rows, materialised_metrics
 from prunescope.analysis.zeroing import zeroing_fast, zeroing_naive
@@ -335,37 +336,6 @@ def test_shakespeare_corpus_from_the_package():
     data = prepare_data("shakespeare_char", "", context=64)
     assert data.examples("train") == 70_146 and data.examples("test") == 7_792
     assert data.model_inputs().num_classes == 82
-
-
-def write_planetoid(folder, name="toy"):
-    """A Planetoid layout (Kipf's ind.<name>.* pickles and test.index), 12 nodes, 3 classes:
-    train nodes 0..2 (x, y), allx nodes 0..5, test nodes 9, 7, 11, 8, 6 in file order; node 10
-    has no row (as Citeseer's isolated nodes)."""
-    import pickle
-    from collections import defaultdict
-
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(0)
-    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
-    onehot = np.eye(3)[labels]
-    feats = rng.random((12, 4)) + np.eye(3, 4)[labels]
-    test_index = [9, 7, 11, 8, 6]
-    parts = {
-        "x": sp.csr_matrix(feats[:3]),
-        "y": onehot[:3],
-        "allx": sp.csr_matrix(feats[:6]),
-        "ally": onehot[:6],
-        "tx": sp.csr_matrix(feats[test_index]),
-        "ty": onehot[test_index],
-        "graph": defaultdict(list, {i: [(i + 1) % 12] for i in range(12)}),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for part, obj in parts.items():
-        with open(folder / f"ind.{name}.{part}", "wb") as f:
-            pickle.dump(obj, f, protocol=2)
-    (folder / f"ind.{name}.test.index").write_text("\n".join(map(str, test_index)) + "\n")
-    return labels, feats
 
 
 def test_planetoid_layout_loads_as_kipf_processes_it(tmp_path):

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pickle
+import re
 import string
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile_helpers import one_error_line, resign
+from hostile_helpers import one_error_line, resign, write_planetoid
 from prunescope import load_level
 from prunescope.cli import main
 from prunescope.config import build_config
 from prunescope.config.load import known_keys
-from prunescope.errors import ConfigError, EnvironmentFault, RunDirError
+from prunescope.data import graph as graph_mod
+from prunescope.data.graph import load_planetoid
+from prunescope.errors import ConfigError, DataError, EnvironmentFault, RunDirError
 from prunescope.rundir.atomic import atomic_write_bytes
 from prunescope.status import status_text
 
@@ -261,3 +269,282 @@ def test_random_command_lines_end_cleanly(command, extra, tmp_path, capsys):
     assert code in (0, 2), (argv, captured.err)
     if code == 2:
         assert captured.err.strip().startswith("prunescope")
+
+
+# --- hostile Planetoid files (data.name = "planetoid"): one DataError line each -----------
+
+
+def dump(path: Path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def forged(matrix, **attrs):
+    """A real scipy matrix whose attributes are then set as a forger would (pickle writes
+    them as they are)."""
+    for name, value in attrs.items():
+        setattr(matrix, name, value)
+    return matrix
+
+
+def write_index(folder: Path, text: str) -> None:
+    (folder / "ind.toy.test.index").write_text(text)
+
+
+def shared_list_graph(folder: Path, _) -> None:
+    # 2,000 nodes share one list of 3,000 neighbours through the pickle memo: 6 million
+    # entries from a file of a few kB
+    neighbours = list(range(3000))
+    dump(folder / "ind.toy.graph", {i: neighbours for i in range(2000)})
+
+
+# tamper(folder, feats) and the message it must end in; write_planetoid's folder has 12 nodes
+# (allx rows 0..5, tx rows for test.index 9, 7, 11, 8, 6), 4 features and 3 classes
+PLANETOID_ATTACKS = {
+    "lil matrix": (
+        lambda d, x: dump(d / "ind.toy.allx", sp.lil_matrix(x[:6])),
+        r"refusing to load scipy\.sparse\._lil\.lil_matrix",
+    ),
+    "object data in csr": (
+        lambda d, x: dump(
+            d / "ind.toy.allx",
+            forged(sp.csr_matrix(x[:6]), data=sp.csr_matrix(x[:6]).data.astype(object)),
+        ),
+        r"ind\.toy\.allx: object values in its data; planetoid reads only numeric arrays",
+    ),
+    "object labels": (
+        lambda d, x: dump(d / "ind.toy.y", np.eye(3, dtype=object)),
+        r"ind\.toy\.y: object values in the one-hot labels",
+    ),
+    "a 10^9 x 10^9 shape": (
+        lambda d, x: dump(d / "ind.toy.tx", forged(sp.csr_matrix(x[:5]), _shape=(10**9, 10**9))),
+        r"ind\.toy\.tx: a 1,000,000,000 x 1,000,000,000 matrix is more than 50,000,000 "
+        r"elements",
+    ),
+    "a negative shape": (
+        lambda d, x: dump(d / "ind.toy.tx", forged(sp.csr_matrix(x[:5]), _shape=(-5, 4))),
+        r"ind\.toy\.tx: its shape is \(-5, 4\), not two non-negative integers",
+    ),
+    "a csr without arrays": (
+        lambda d, x: dump(d / "ind.toy.x", forged(sp.csr_matrix(x[:3]), __dict__={})),
+        r"ind\.toy\.x: a csr matrix without its arrays",
+    ),
+    "NaN features": (
+        lambda d, x: dump(d / "ind.toy.allx", sp.csr_matrix(x[:6] * np.nan)),
+        r"ind\.toy\.allx: NaN or infinite values in its data",
+    ),
+    "features of another width": (
+        lambda d, x: dump(d / "ind.toy.tx", sp.csr_matrix(x[:5, :3])),
+        r"ind\.toy\.\{x,tx,allx\} must agree on a number of features above 0 \(they hold 4, 3, 4\)",
+    ),
+    "a span of a billion test nodes": (
+        lambda d, x: write_index(d, "9\n7\n1000000000\n8\n6\n"),
+        r"ind\.toy\.\* describe 1,000,000,001 nodes x 4 features or classes, more than "
+        r"50,000,000 elements",
+    ),
+    "a negative test node": (
+        lambda d, x: write_index(d, "9\n7\n11\n8\n-1\n"),
+        r"test\.index must number the test nodes from 6, right after allx's 6 rows \(its "
+        r"smallest is -1\)",
+    ),
+    "a training node in test.index": (
+        lambda d, x: write_index(d, "9\n7\n11\n8\n2\n"),
+        r"test\.index must number the test nodes from 6, .* \(its smallest is 2\)",
+    ),
+    "a test node twice": (
+        lambda d, x: write_index(d, "9\n7\n7\n8\n6\n"),
+        r"test\.index names a test node twice",
+    ),
+    "a fraction in test.index": (
+        lambda d, x: write_index(d, "9\n7\n1.5\n8\n6\n"),
+        r"cannot read .*test\.index \(could not convert string '1\.5' to int64",
+    ),
+    "an empty test.index": (
+        lambda d, x: write_index(d, "# nothing\n"),
+        r"ind\.toy\.test\.index names no test node",
+    ),
+    "a graph that is a list": (
+        lambda d, x: dump(d / "ind.toy.graph", [[1], [2]]),
+        r"ind\.toy\.graph: expected a dict of adjacency lists, found a list",
+    ),
+    "a text node": (
+        lambda d, x: dump(d / "ind.toy.graph", {"a": [1]}),
+        r"ind\.toy\.graph: a node is a str, not a non-negative integer",
+    ),
+    "a negative neighbour": (
+        lambda d, x: dump(d / "ind.toy.graph", {0: [1, -3]}),
+        r"ind\.toy\.graph: node 0 lists the neighbour -3, not a non-negative integer",
+    ),
+    "a fractional neighbour": (
+        lambda d, x: dump(d / "ind.toy.graph", {0: [1.5]}),
+        r"node 0 lists the neighbour a float, not a non-negative integer",
+    ),
+    "a bool neighbour": (
+        lambda d, x: dump(d / "ind.toy.graph", {0: [True]}),
+        r"node 0 lists the neighbour a bool, not a non-negative integer",
+    ),
+    "an object array of neighbours": (
+        lambda d, x: dump(d / "ind.toy.graph", {0: np.array([1, "x"], dtype=object)}),
+        r"ind\.toy\.graph: the neighbours of node 0 are a numpy array, not a list",
+    ),
+    "six million neighbours in a small file": (
+        shared_list_graph,
+        r"ind\.toy\.graph lists more than 5,000,000 neighbours",
+    ),
+    "labels in one dimension": (
+        lambda d, x: dump(d / "ind.toy.y", np.array([0, 1, 2])),
+        r"ind\.toy\.y: the one-hot labels must be 2-D, not 1-D",
+    ),
+    "labels of another class count": (
+        lambda d, x: dump(d / "ind.toy.ty", np.eye(5, 2)),
+        r"ind\.toy\.\{y,ty,ally\} must agree on a number of classes above 0 \(they hold 3, 2, 3\)",
+    ),
+    "a label of 2": (
+        lambda d, x: dump(d / "ind.toy.ally", 2 * np.eye(6, 3)),
+        r"ind\.toy\.ally: labels other than 0 and 1",
+    ),
+    "sparse labels": (
+        lambda d, x: dump(d / "ind.toy.y", sp.csr_matrix(np.eye(3))),
+        r"ind\.toy\.y: expected a numpy array as the one-hot labels, found a scipy csr matrix",
+    ),
+    "more labels than features": (
+        lambda d, x: dump(d / "ind.toy.y", np.eye(4, 3)),
+        r"ind\.toy\.x has 3 rows but .*ind\.toy\.y has 4 \(one row of labels for each row",
+    ),
+    "more training nodes than allx rows": (
+        lambda d, x: (dump(d / "ind.toy.y", np.eye(7, 3)), dump(d / "ind.toy.x", x[:7])),
+        r"ind\.toy\.y labels 7 training nodes but allx holds only 6 rows",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(PLANETOID_ATTACKS))
+def test_a_hostile_planetoid_part_is_one_line(tmp_path, attack):
+    tamper, message = PLANETOID_ATTACKS[attack]
+    _, feats = write_planetoid(tmp_path)
+    tamper(tmp_path, feats)
+    with pytest.raises(DataError, match=message) as caught:
+        load_planetoid(tmp_path, download=False)
+    assert "\n" not in str(caught.value)
+
+
+def csr_forgery(folder: Path, feats, **attrs) -> None:
+    dump(folder / "ind.toy.allx", forged(sp.csr_matrix(feats[:6]), **attrs))
+
+
+def memo_forgery(folder: Path, _) -> None:
+    # PROTO 2, EMPTY_LIST, LONG_BINPUT 2**32-1, STOP: CPython sizes its memo table to the
+    # index, 64 GiB (10**8 took 1.5 GB and 4.5 s)
+    (folder / "ind.toy.graph").write_bytes(b"\x80\x02]r\xff\xff\xff\xff.")
+
+
+def fifo(part: str):
+    def make(folder: Path, _) -> None:
+        (folder / f"ind.toy.{part}").unlink()
+        os.mkfifo(folder / f"ind.toy.{part}")
+
+    return make
+
+
+def device(folder: Path, _) -> None:
+    (folder / "ind.toy.tx").unlink()
+    (folder / "ind.toy.tx").symlink_to("/dev/zero")
+
+
+# Attacks that crashed (SIGSEGV, free(): invalid size), hung (a FIFO) or asked for 64 GiB
+# before the checks: run in a child process, so that without the checks this test fails
+# instead of taking pytest down with it.
+FATAL_PLANETOID_ATTACKS = {
+    "column index past the last": (
+        lambda d, x: csr_forgery(d, x, indices=np.full(24, 10**6, dtype=np.int32)),
+        r"ind\.toy\.allx: an index lies outside 0\.\.3 \(a damaged or forged file\)",
+    ),
+    "negative column index": (
+        lambda d, x: csr_forgery(d, x, indices=np.full(24, -7, dtype=np.int32)),
+        r"ind\.toy\.allx: an index lies outside 0\.\.3",
+    ),
+    "indptr past the data": (
+        lambda d, x: csr_forgery(d, x, indptr=np.array([0, 4, 8, 12, 16, 20, 10**6])),
+        r"ind\.toy\.allx: its indptr does not rise from 0 to 24",
+    ),
+    "indptr falling": (
+        lambda d, x: csr_forgery(d, x, indptr=np.array([0, 20, 8, 12, 16, 20, 24])),
+        r"ind\.toy\.allx: its indptr does not rise from 0 to 24",
+    ),
+    "indptr of another length": (
+        lambda d, x: csr_forgery(d, x, indptr=np.array([0, 24])),
+        r"ind\.toy\.allx: its indptr \(2\), indices \(24\) and data \(24\) do not fit its 6 "
+        r"compressed rows",
+    ),
+    "csc row index past the last": (
+        lambda d, x: dump(d / "ind.toy.tx", forged(sp.csc_matrix(x[:5]), indices=np.full(20, 99))),
+        r"ind\.toy\.tx: an index lies outside 0\.\.4",
+    ),
+    "a forged memo index": (memo_forgery, r"ind\.toy\.graph \(memo index 4294967295 at opcode"),
+    "a FIFO as a part": (fifo("x"), r"ind\.toy\.x is not a regular file \(a FIFO, device"),
+    "a FIFO as test.index": (fifo("test.index"), r"test\.index is not a regular file"),
+    "a device as a part": (device, r"ind\.toy\.tx is not a regular file"),
+}
+
+LOAD_EACH = """
+import json, sys
+from pathlib import Path
+from prunescope.data.graph import load_planetoid
+from prunescope.errors import DataError
+for root in sys.argv[1:]:
+    try:
+        load_planetoid(Path(root), download=False)
+        print(json.dumps("loaded"), flush=True)
+    except DataError as exc:
+        print(json.dumps(str(exc)), flush=True)
+"""
+
+
+def test_planetoid_forgeries_that_crashed_or_hung_are_one_line(tmp_path):
+    roots = []
+    for i, (tamper, _) in enumerate(FATAL_PLANETOID_ATTACKS.values()):
+        _, feats = write_planetoid(tmp_path / str(i))
+        tamper(tmp_path / str(i), feats)
+        roots.append(str(tmp_path / str(i)))
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_EACH, *roots], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    messages = [json.loads(line) for line in done.stdout.splitlines()]
+    for (attack, (_, pattern)), message in zip(
+        FATAL_PLANETOID_ATTACKS.items(), messages, strict=True
+    ):
+        assert re.search(pattern, message), (attack, message)
+        assert "\n" not in message
+
+
+def test_an_oversized_planetoid_part_is_not_read(tmp_path, monkeypatch):
+    write_planetoid(tmp_path)
+    monkeypatch.setattr(graph_mod, "PART_BYTES", 100)
+    with pytest.raises(DataError, match=r"ind\.toy\.x is larger than 100 bytes"):
+        load_planetoid(tmp_path, download=False)
+
+
+def test_a_hostile_planetoid_folder_fails_the_run_in_one_line(tmp_path, capsys):
+    write_planetoid(tmp_path / "g")
+    write_index(tmp_path / "g", "9\n7\n11\n8\n-1\n")
+    args = ["run", "--run-dir", str(tmp_path / "r"), "--preset", "gcn-planetoid"]
+    assert main([*args, "--set", f"data.root={tmp_path / 'g'}"]) == 2
+    assert "must number the test nodes from 6" in one_error_line(capsys)
+
+
+def test_a_valid_planetoid_folder_still_loads(tmp_path):
+    labels, feats = write_planetoid(tmp_path / "raw")
+    g = load_planetoid(tmp_path, download=False)
+    assert g.features.shape == (12, 4) and list(g.train_nodes) == [0, 1, 2]
+    assert list(g.test_nodes) == [6, 7, 8, 9, 11] and g.edges.shape == (2, 24)
+    assert list(g.labels[[0, 4, 9, 11]]) == list(labels[[0, 4, 9, 11]])
+    np.testing.assert_allclose(g.features[9], feats[9] / feats[9].sum(), rtol=1e-6)
+    # csc features, dense x and a part linked in from a shared copy read the same
+    dump(tmp_path / "raw" / "ind.toy.allx", sp.csc_matrix(feats[:6]))
+    dump(tmp_path / "raw" / "ind.toy.x", feats[:3])
+    (tmp_path / "raw" / "ind.toy.ty").rename(tmp_path / "ty")
+    (tmp_path / "raw" / "ind.toy.ty").symlink_to(tmp_path / "ty")
+    again = load_planetoid(tmp_path, download=False)
+    np.testing.assert_array_equal(again.features, g.features)
+    np.testing.assert_array_equal(again.labels, g.labels)
