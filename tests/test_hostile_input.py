@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile_helpers import one_error_line, resign, write_planetoid
+from hostile_helpers import fake_cifar, one_error_line, resign, write_planetoid
 from prunescope import load_level
 from prunescope.cli import main
 from prunescope.config import build_config
@@ -548,3 +548,39 @@ def test_a_valid_planetoid_folder_still_loads(tmp_path):
     again = load_planetoid(tmp_path, download=False)
     np.testing.assert_array_equal(again.features, g.features)
     np.testing.assert_array_equal(again.labels, g.labels)
+
+
+CIFAR_LOAD = """
+import json, sys
+from pathlib import Path
+from prunescope.data import cifar10
+from prunescope.errors import DataError
+try:
+    cifar10.load_cifar10_arrays(Path(sys.argv[1]), download=False)
+    print(json.dumps("loaded"))
+except DataError as exc:
+    print(json.dumps(str(exc)))
+"""
+
+
+@pytest.mark.parametrize(
+    "tamper, pattern",
+    [
+        (lambda p: (p.unlink(), os.mkfifo(p)), r"data_batch_2 is not a regular file"),
+        (lambda p: p.write_bytes(b"\x80\x02r\xff\xff\xff\xffN."), r"memo index 4294967295"),
+    ],
+    ids=["fifo", "memo"],
+)
+def test_a_cifar_batch_that_hangs_or_balloons_is_one_line(tmp_path, tamper, pattern):
+    """The shared pickle reader (data/safe_pickle.py) guards CIFAR-10 as it does Planetoid;
+    in a child process, so that a regression hangs or dies there, not in pytest."""
+    fake_cifar(tmp_path / "cifar-10-batches-py")
+    tamper(tmp_path / "cifar-10-batches-py" / "data_batch_2")
+    done = subprocess.run(
+        [sys.executable, "-c", CIFAR_LOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(pattern, json.loads(done.stdout)), done.stdout

@@ -639,3 +639,103 @@ def test_replicates_must_agree_on_sparsity_and_share_a_level(analysed_run, tmp_p
     resign(b, "analysis/accuracy.csv", ("\n".join(none_shared) + "\n").encode())
     assert main(["report", str(a), str(b), "--replicates", "--out", str(tmp_path / "r")]) == 2
     assert "no trained level in common" in one_error_line(capsys)
+
+
+@pytest.fixture(scope="module")
+def exported(analysed_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "level2"
+    assert main(["export", str(analysed_run), "--level", "2", "--out", str(out)]) == 0
+    return out
+
+
+def _export_copy(exported: Path, tmp_path: Path, **arch_changes) -> Path:
+    folder = tmp_path / "exp"
+    shutil.copytree(exported, folder)
+    arch = json.loads((folder / "architecture.json").read_text())
+    arch.update(arch_changes)
+    (folder / "architecture.json").write_text(json.dumps(arch))
+    return folder
+
+
+def test_an_export_runs_no_code_and_ships_none(exported, tmp_path, monkeypatch):
+    from prunescope.export_files import load_exported
+
+    assert load_exported(exported) is not None  # a built-in model needs no trust
+    folder = _export_copy(exported, tmp_path, name="os:abort")
+    with pytest.raises(UserInputError, match=r"'os:abort'.*--trust-code"):
+        load_exported(folder)
+    marker = tmp_path / "imported.txt"
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    folder2 = _export_copy(folder, tmp_path / "b", name="evil:make")
+    monkeypatch.syspath_prepend(str(folder2))  # as if the export folder were the cwd
+    with pytest.raises(UserInputError, match=r"inside .* which prunescope opened as data"):
+        load_exported(folder2, trust_code=True)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "modules, message",
+    [
+        ({"fc": {"type": "Linear", "in": 2_000_000, "out": 2_000_000, "bias": True}}, "disagree"),
+        ({"fc": {"type": "Linear", "in": 10**12, "out": 1, "bias": True}}, "less than or equal"),
+        ({"fc": {"type": "LSTM", "in": 3, "out": 1, "bias": True}}, "fc"),
+        ({"fc": {"type": "Linear", "in": -3, "out": 1, "bias": True}}, "greater than"),
+        ("not a dict", "modules"),
+    ],
+    ids=["huge", "absurd", "type", "negative", "shape"],
+)
+def test_a_hostile_architecture_allocates_nothing(exported, tmp_path, modules, message):
+    """60 bytes declaring huge layers used to allocate 2.5-4.4 GB before any error: the
+    widths are now checked against the safetensors header on the meta device first."""
+    from prunescope.export_files import load_exported
+
+    folder = _export_copy(exported, tmp_path, modules=modules)
+    with pytest.raises(RunDirError, match=message):
+        load_exported(folder)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "missing"])
+def test_export_files_that_are_not_regular_are_never_read(exported, tmp_path, kind):
+    from prunescope.export_files import load_exported
+
+    folder = _export_copy(exported, tmp_path)
+    target = folder / ("architecture.json" if kind != "missing" else "model.safetensors")
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "dev_zero":
+        target.symlink_to("/dev/zero")
+    with pytest.raises(RunDirError, match=r"not a regular file|cannot be read|no model"):
+        load_exported(folder)
+
+
+def test_a_killed_export_leaves_nothing_the_rerun_refuses(analysed_run, tmp_path, monkeypatch):
+    out = tmp_path / "exp"
+
+    def killed(*args):
+        raise KeyboardInterrupt  # as a kill between writing the files and renaming them
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        from prunescope.runner import export_level
+
+        export_level(analysed_run, 2, out)
+    monkeypatch.undo()
+    assert not out.exists() and not list(tmp_path.glob(".exp.partial-*"))
+    assert main(["export", str(analysed_run), "--level", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "architecture.json",
+        "export.json",
+        "model.safetensors",
+    ]
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "link"])
+def test_export_out_that_cannot_be_written_or_is_a_link(analysed_run, tmp_path, where, capsys):
+    out = Path(where) if where.startswith("/") else tmp_path / "link"
+    if where == "link":
+        (tmp_path / "elsewhere").mkdir()
+        out.symlink_to(tmp_path / "elsewhere")
+    assert main(["export", str(analysed_run), "--level", "1", "--out", str(out)]) == 2
+    one_error_line(capsys)
+    assert where != "link" or not any((tmp_path / "elsewhere").iterdir())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from prunescope.data.download import download_archive, extract_archive
 from prunescope.data.registry import ArrayDataset, DatasetSpec, nested_hint, register_dataset
+from prunescope.data.safe_pickle import ArrayUnpickler, CorruptPickle, load_pickle
 from prunescope.errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -16,28 +16,8 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
-
-
-class ArrayUnpickler(pickle.Unpickler):
-    """The batches are pickles; allow only what rebuilds numpy arrays, so a
-    tampered file cannot run code."""
-
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
-        }
-    )
-
-    def find_class(self, module: str, name: str):  # type: ignore[override]
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+# A batch of 10,000 images pickles to 31 MB (3,072 bytes an image and its label).
+BATCH_BYTES = 64 << 20
 
 
 def _key(d: dict, name: str):
@@ -50,13 +30,20 @@ def _key(d: dict, name: str):
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as f:
-            d = ArrayUnpickler(f, encoding="bytes").load()
+        d = load_pickle(
+            path, limit=BATCH_BYTES, what="CIFAR-10", unpickler=ArrayUnpickler, encoding="bytes"
+        )
         raw = np.asarray(_key(d, "data"))
         labels = np.asarray(_key(d, "labels"), dtype=np.int64)
         images = raw.reshape(-1, 3, 32, 32)
     except FileNotFoundError:
         raise DataError(f"CIFAR-10 batch {path} is missing") from None
+    except CorruptPickle as exc:
+        raise DataError(
+            f"CIFAR-10 batch {path} is corrupt or not a CIFAR-10 batch: {exc.detail}"
+        ) from None
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(
             f"CIFAR-10 batch {path} is corrupt or not a CIFAR-10 batch: {exc}"

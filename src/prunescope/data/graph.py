@@ -8,9 +8,7 @@ sets; the model sees the normalised adjacency D^-1/2 (A + I) D^-1/2 (Kipf & Well
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import pickletools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prunescope.data.cifar10 import ArrayUnpickler
 from prunescope.data.registry import DatasetSpec, register_dataset
+from prunescope.data.safe_pickle import ArrayUnpickler, file_bytes, load_pickle, one_line
 from prunescope.data.subset import stratified_subset
 from prunescope.errors import DataError
-from prunescope.rundir.files import NotARegularFile, read_regular
 
 PLANETOID_PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph")
 
@@ -84,8 +81,6 @@ DENSE_ELEMENTS = 50_000_000
 # Through its memo a pickle can give one long list to many nodes, so the file size does not
 # bound them.
 GRAPH_ENTRIES = 5_000_000
-
-_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 
 
 class _SparseRecord:
@@ -167,46 +162,10 @@ def planetoid_folder(root: Path) -> tuple[Path, str]:
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _file_bytes(path: Path, limit: int) -> bytes:
-    """The bytes of one part, read without blocking: a FIFO named ind.<name>.x would hang
-    ``open`` and a device never end, so only a regular file is read, at most ``limit``
-    bytes. A symbolic link is followed first (the data folder is the user's, and a linked
-    shared copy is common)."""
-    try:
-        data = read_regular(Path(os.path.realpath(path)), limit)
-    except NotARegularFile:
-        raise DataError(
-            f"{path} is not a regular file (a FIFO, device or folder): planetoid reads only "
-            f"regular files"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path} ({exc.strerror or _one_line(exc)})") from None
-    if len(data) > limit:
-        raise DataError(f"{path} is larger than {limit:,} bytes, the most planetoid reads")
-    return data
-
-
-def _check_memo(data: bytes) -> None:
-    """CPython's unpickler grows its memo table to the largest index a PUT names: an
-    8-byte pickle naming 10**8 took 1.5 GB and 4.5 s here, and 2**32-1 asks for 64 GiB. A
-    pickler numbers its memo from 0, one entry an opcode at most, so a larger index is
-    forged. genops only parses (0.06 s for the 177,503 opcodes of a PubMed-sized graph)."""
-    for count, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(data))):
-        if op.name in _MEMO_PUTS and arg > count:
-            raise pickle.UnpicklingError(f"memo index {arg} at opcode {count} is forged")
-
-
 def _read_part(path: Path) -> object:
-    data = _file_bytes(path, PART_BYTES)
-    try:
-        _check_memo(data)
-        return _PlanetoidUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except Exception as exc:  # whatever a forged pickle raises, the file is corrupt
-        raise DataError(f"cannot read {path} ({_one_line(exc)})") from None
+    return load_pickle(
+        path, limit=PART_BYTES, what="planetoid", unpickler=_PlanetoidUnpickler, encoding="latin1"
+    )
 
 
 def _is_index(value: object) -> bool:
@@ -320,13 +279,13 @@ def _read_test_index(path: Path, first: int) -> np.ndarray:
     ``first`` rows, where Kipf's layout puts tx's rows. A smaller smallest entry (a negative
     one included) names a node of allx; a larger one puts the largest past the rows Kipf's
     processing builds (allx's, then the span of test.index)."""
-    data = _file_bytes(path, TEST_INDEX_BYTES)
+    data = file_bytes(path, TEST_INDEX_BYTES, "planetoid")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty file warns; it is refused below
             index = np.loadtxt(io.BytesIO(data), dtype=np.int64, ndmin=1)
     except (ValueError, OverflowError) as exc:
-        raise DataError(f"cannot read {path} ({_one_line(exc)})") from None
+        raise DataError(f"cannot read {path} ({one_line(exc)})") from None
     if index.ndim != 1:
         raise DataError(f"{path} must hold one test node a line, not {index.shape[1]}")
     if not index.size:
