@@ -665,8 +665,8 @@ def test_an_export_runs_no_code_and_ships_none(exported, tmp_path, monkeypatch):
     with pytest.raises(UserInputError, match=r"'os:abort'.*--trust-code"):
         load_exported(folder)
     marker = tmp_path / "imported.txt"
-    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
-    folder2 = _export_copy(folder, tmp_path / "b", name="evil:make")
+    (folder / "shipped_evil.py").write_text(EVIL.format(marker=str(marker)))
+    folder2 = _export_copy(folder, tmp_path / "b", name="shipped_evil:make")
     monkeypatch.syspath_prepend(str(folder2))  # as if the export folder were the cwd
     with pytest.raises(UserInputError, match=r"inside .* which prunescope opened as data"):
         load_exported(folder2, trust_code=True)

@@ -32,6 +32,7 @@ from prunescope.data import PreparedData
 from prunescope.dense import new_model
 from prunescope.errors import RunDirError, UserInputError
 from prunescope.imp import IMP
+from prunescope.models.ties import cloned
 from prunescope.pruning.masks import Masks
 from prunescope.pruning.random_masks import random_global_masks, random_layerwise_masks
 from prunescope.rundir.files import check_no_link_below
@@ -159,7 +160,7 @@ class BranchIMP(IMP):
     def make_rewind_state(self) -> dict[str, torch.Tensor]:
         if self.kind.reinit:
             fresh = new_model(self.cfg, self.data.model_inputs(), "reinit")
-            return {k: v.detach().clone() for k, v in fresh.state_dict().items()}
+            return cloned(fresh.state_dict())
         return read_state(self.parent, REWIND, self.model)
 
     def masks_for(self, level: int) -> Masks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -100,6 +101,22 @@ def cmd_models(args: argparse.Namespace) -> int:
         "\nyour own: model.name = package.module:function (returns an nn.Module), stages from "
         "[model.stages] or its stages attribute"
     )
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from prunescope.data import prepare_from_config
+    from prunescope.models.build import model_from_config
+    from prunescope.models.inventory import format_inventory, inventory
+    from prunescope.models.probe import check_output, forward_once, output_layer
+
+    cfg = request_from_args(args).build()
+    data = prepare_from_config(cfg)
+    model = model_from_config(cfg, data.model_inputs()).eval()
+    x, y = data.probe_batch()
+    check_output(forward_once(model, x, cfg.model.name), y, len(data.classes), cfg.model.name)
+    print(f"{cfg.model.name} on {cfg.data.name}")
+    print(format_inventory(inventory(model, list(cfg.imp.exclude or []), output_layer(model, x))))
     return 0
 
 
@@ -263,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("datasets", help="registered datasets")
     p.set_defaults(func=cmd_datasets)
+    p = sub.add_parser(
+        "layers",
+        help="a config's model: its prunable layers (stage, group, neuron axis, fan-in), what "
+        "stays dense and why; run it before a long run",
+    )
+    add_config_args(p)
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("train", help="dense training of one model (no pruning)")
     add_config_args(p)
@@ -424,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     setup_logging()
+    debug_was = os.environ.get("PRUNESCOPE_DEBUG")
+    if args.debug:
+        os.environ["PRUNESCOPE_DEBUG"] = "1"  # analyses re-raise instead of recording a failure
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
@@ -460,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+        if debug_was is None:
+            os.environ.pop("PRUNESCOPE_DEBUG", None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,15 @@ class UnwritablePath(UserInputError):
     """A folder the user named (``--run-dir``, ``--out``) that cannot be written: exit code 2."""
 
 
+class Unsupported(UserInputError):
+    """An analysis or command that cannot handle this model (no graph to trace, a layer
+    kind it cannot resize): the others go on, and the report says what is missing and why."""
+
+
+class AnalysisFailed(PrunescopeError):
+    """Analyses that failed; the others and the report were made: exit code 1."""
+
+
 class EnvironmentFault(PrunescopeError):
     """The machine, not the input: a full disk, a path that cannot be written."""
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from prunescope.errors import RunDirError
 from prunescope.export_files import ARCHITECTURE, EXPORT, MODEL, write_export_folder
+from prunescope.models.probe import samples_independent
 from prunescope.structure import ELEMENTWISE, Consumer, channel_flows
 
 
@@ -359,7 +360,7 @@ def export_model(model: nn.Module, layers: list[str], batches) -> ExportResult:
     """The smaller network of a masked model, checked against it on ``batches`` (fp32)."""
     model = model.eval().float()
     # a model whose samples are not independent (a graph's nodes) is traced on all of them
-    whole = getattr(model, "samples_independent", True) is False
+    whole = not samples_independent(model, batches[0][0])
     example = batches[0][0] if whole else batches[0][0][:2]
     plans = plan_export(model, layers, example)
     small = build_smaller(model, plans, example)

@@ -23,6 +23,8 @@ from prunescope.dense import epochs_csv, new_model
 from prunescope.distributed import broadcast_object, broadcast_tensors, world
 from prunescope.errors import NonFiniteLossError, RunDirError
 from prunescope.models import count_parameters
+from prunescope.models.layers import neuron_major, stored_layout, weight_axes
+from prunescope.models.ties import cloned
 from prunescope.pruning.masks import (
     Masker,
     Masks,
@@ -122,7 +124,7 @@ class IMP:
         self.data = data if data is not None else prepare_from_config(cfg)
         self.schedule = schedule_of(cfg)
         self.model = new_model(cfg, self.data.model_inputs())
-        self.init_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.init_state = cloned(self.model.state_dict())
         self.keys = prunable_weight_keys(self.model, cfg.imp.exclude)
         sched = self.schedule
         self.trainer = Trainer(
@@ -154,7 +156,7 @@ class IMP:
                 raise NonFiniteLossError(
                     f"pretraining: {exc}; change the config and run again with --redo-from 0"
                 ) from None
-            return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            return cloned(self.model.state_dict())
         return self.init_state
 
     # -- training with checkpoints ---------------------------------------------------------
@@ -270,16 +272,19 @@ class IMP:
         if level == 0:
             return dense_masks(self.model, self.keys)
         state, masks = self.read_level(level - 1)
-        return next_masks(
+        # the methods read neurons as rows: an [in, out] weight (GPT-2's Conv1D) is transposed
+        axes = weight_axes(self.model, [k[: -len(".weight")] for k in self.keys])
+        new = next_masks(
             PruneInput(
-                state,
-                masks,
+                neuron_major({k: state[k] for k in self.keys}, axes),
+                neuron_major(masks, axes),
                 self.cfg.imp.rate,
                 self.cfg.imp.scope,
                 settings=self.cfg.imp,
                 consumers=self.consumers() if self.cfg.imp.prune_fanout else {},
             )
         )
+        return stored_layout(new, axes)
 
     def consumers(self) -> dict[str, list[tuple[str, int, int]]]:
         """Weight key -> (consumer weight key, features per channel, consumer groups)."""
@@ -322,7 +327,7 @@ class IMP:
                 f"with --redo-from {level}"
             ) from None
         accuracy, loss = self.trainer.evaluate()
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        state = cloned(model.state_dict())
         zeros, total = level_sparsity(state, self.keys)
         return {
             "metrics": {

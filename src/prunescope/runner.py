@@ -13,7 +13,8 @@ from prunescope.config.request import ConfigRequest
 from prunescope.data import PreparedData, prepare_from_config
 from prunescope.errors import DataError, RunDirError, UserInputError
 from prunescope.imp import IMP
-from prunescope.models.describe import describe
+from prunescope.models.describe import dense_record, describe
+from prunescope.models.probe import check_output, forward_once
 from prunescope.pruning.masks import prunable_weight_keys
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.files import check_no_link_below
@@ -33,7 +34,9 @@ def check_runnable(cfg: Config) -> PreparedData:
     something to prune, and every analysis subset fits the test set."""
     resolve_device(cfg.device)
     data = prepare_from_config(cfg)
-    model = model_for(cfg)
+    model = model_for(cfg).eval()
+    x, y = data.probe_batch()
+    check_output(forward_once(model, x, cfg.model.name), y, len(data.classes), cfg.model.name)
     prunable_weight_keys(model, cfg.imp.exclude)
     for name, section in (
         ("analysis.zeroing.test_subset", cfg.analysis.zeroing),
@@ -115,7 +118,10 @@ def lead_run(
 
 
 def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) -> None:
-    rd.manifest["layer_order"] = describe(imp.model)
+    rd.manifest["layer_order"] = {
+        **describe(imp.model),
+        "dense": dense_record(imp.model, cfg.imp.exclude, imp.data.probe_batch()[0]),
+    }
     rd.save_manifest()
     log.info(
         "IMP on %s: %s, %d levels, %s",
@@ -130,12 +136,13 @@ def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) 
     write_accuracy(rd)
     log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
     if analyze:
-        from prunescope.analysis.runner import analyze_run
+        from prunescope.analysis.runner import analyze_run, raise_failures
         from prunescope.report.build import report_into_run
 
         analyze_run(rd, cfg, device)
         target = report_into_run(rd, cfg, [rd.root])
         log.info("report: %s", target / "index.html")
+        raise_failures(rd)
 
 
 def analyze(
@@ -146,7 +153,7 @@ def analyze(
     force: bool,
 ) -> None:
     """``prunescope analyze``: the stored config, with analysis/report settings changeable by --set."""
-    from prunescope.analysis.runner import analyze_run
+    from prunescope.analysis.runner import analyze_run, raise_failures
     from prunescope.config.load import parse_override
     from prunescope.report.build import rebuild_stale_report
 
@@ -169,6 +176,7 @@ def analyze(
                 log.info("analysing branch %s", branch.name)
                 analyze_run(b.rd, b.cfg, device, only=only, levels=levels, force=force)
         rebuild_stale_report(session.rd, session.cfg)
+        raise_failures(session.rd)
 
 
 def run_branch(
@@ -213,9 +221,11 @@ def run_branch(
 
                 analyze_run(rd, cfg, device)
         if analyze:
+            from prunescope.analysis.runner import raise_failures
             from prunescope.report.build import rebuild_stale_report
 
             rebuild_stale_report(parent.rd, parent.cfg)
+            raise_failures(session.rd)
     return root
 
 

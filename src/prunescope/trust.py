@@ -183,20 +183,26 @@ def _module_home(module_name: str, search: list[str]) -> Path | None:
     return Path(locations[0]).resolve() if locations else None
 
 
+def check_home(path: str, module_name: str, what: str) -> None:
+    """``module_name`` must not come from inside a run directory or export this process
+    opened (checked at every use: an import is cached)."""
+    home = _module_home(module_name, _search_path())
+    if home is None:
+        return
+    for folder in current().data_folders:
+        if home == folder or folder in home.parents:
+            raise UserInputError(
+                f"{what} {path!r}: {module_name} would be imported from {home}, inside "
+                f"{folder}, which prunescope opened as data; install the module or put "
+                f"its folder on PYTHONPATH"
+            )
+
+
 def import_trusted(path: str, module_name: str, what: str) -> object:
-    """Import ``module_name`` for the vouched ``path``: from the search path above, never
-    from inside a run directory or export this process opened."""
+    """Import ``module_name`` for the vouched ``path`` from the search path above."""
     require_trusted(path, what)
+    check_home(path, module_name, what)
     search = _search_path()
-    home = _module_home(module_name, search)
-    if home is not None:
-        for folder in current().data_folders:
-            if home == folder or folder in home.parents:
-                raise UserInputError(
-                    f"{what} {path!r}: {module_name} would be imported from {home}, inside "
-                    f"{folder}, which prunescope opened as data; install the module or put "
-                    f"its folder on PYTHONPATH"
-                )
     removed = [p for p in sys.path if p not in search]
     sys.path[:] = [p for p in sys.path if p in search]
     try:

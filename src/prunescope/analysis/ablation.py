@@ -111,6 +111,93 @@ _INPLACE_FUNCTIONS = {
 }
 
 
+_OUT_OF_PLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+_METHODS_WITH_OUT_OF_PLACE = {
+    "relu_",
+    "add_",
+    "sub_",
+    "mul_",
+    "div_",
+    "clamp_",
+    "clamp_min_",
+    "sigmoid_",
+    "tanh_",
+}
+# values that may share memory with their input: mutating one in place mutates the other
+_VIEW_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "transpose",
+    "permute",
+    "select",
+    "narrow",
+    "expand",
+    "squeeze",
+    "unsqueeze",
+    "chunk",
+    "split",
+    "unbind",
+    "t",
+    "view_as",
+    "as_strided",
+}
+
+
+def _is_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(modules[node.target], "inplace", False))
+    if node.op == "call_function":
+        return node.target in _OUT_OF_PLACE or node.kwargs.get("inplace") is True
+    return (
+        node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("__")
+    )
+
+
+def _safe_out_of_place(node: fx.Node, order: dict[fx.Node, int]) -> bool:
+    """Running ``node`` out of place gives the same values when nothing reads its input
+    afterwards and that input is no view of another value (``x = relu(x)``)."""
+    src = node.args[0] if node.args else None
+    if not isinstance(src, fx.Node):
+        return False
+    if src.op == "call_method" and src.target in _VIEW_METHODS:
+        return False
+    if src.op == "call_function" and src.target in (operator.getitem, torch.flatten, torch.reshape):
+        return False
+    return not any(order[u] > order[node] for u in src.users if u is not node)
+
+
+def defuse_inplace(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> None:
+    """Run in-place operations out of place where that is exact (:func:`_safe_out_of_place`).
+    The engine keeps every value of the unablated pass and replays from them, so an
+    in-place ReLU would overwrite a kept value; measured before this: a model with
+    ``nn.ReLU(inplace=True)`` sent every layer to the naive loop."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    inplace = [n for n in gm.graph.nodes if _is_inplace(n, modules)]
+    by_module: dict[str, list[fx.Node]] = {}
+    for node in inplace:
+        if node.op == "call_module":
+            by_module.setdefault(node.target, []).append(node)
+        elif _safe_out_of_place(node, order):
+            if node.op == "call_method":
+                if node.target not in _METHODS_WITH_OUT_OF_PLACE:
+                    continue
+                node.target = node.target[:-1]
+            elif node.target in _OUT_OF_PLACE:
+                node.target = _OUT_OF_PLACE[node.target]
+            else:
+                node.kwargs = {**node.kwargs, "inplace": False}
+    for target, nodes in by_module.items():  # one module may be called at several places
+        if all(_safe_out_of_place(n, order) for n in nodes):
+            modules[target].inplace = False
+    gm.recompile()
+
+
 def graph_problem(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> str | None:
     """Why the engine cannot replay this graph exactly, or None.
 
@@ -173,6 +260,7 @@ class AblationEngine:
         self.gm = trace(model)
         self.gm.eval()
         self.modules = dict(self.gm.named_modules())
+        defuse_inplace(self.gm, self.modules)  # on the caller's copy of the model
         self.problem = graph_problem(self.gm, self.modules)
         calls: dict[str, int] = {}
         for n in self.gm.graph.nodes:

@@ -17,9 +17,16 @@ from torch import nn
 from prunescope.analysis.ablation import ablation_nodes, trace
 
 
-def following_batchnorm(model: nn.Module, layers: list[str]) -> dict[str, str]:
-    """Layer -> the BatchNorm module its output goes to directly (layers without one left out)."""
-    gm = trace(model)
+def following_batchnorm(
+    model: nn.Module, layers: list[str], example: torch.Tensor | None = None
+) -> dict[str, str]:
+    """Layer -> the BatchNorm module its output goes to directly (layers without one left
+    out). From the traced graph; a model torch.fx cannot trace is run once on ``example``
+    and a BatchNorm whose input *is* a layer's output follows it (none without an example)."""
+    try:
+        gm = trace(model)
+    except Exception:
+        return {} if example is None else _following_by_hooks(model, layers, example)
     modules = dict(gm.named_modules())
     out = {}
     for layer, node in ablation_nodes(gm, layers, "output").items():
@@ -31,6 +38,39 @@ def following_batchnorm(model: nn.Module, layers: list[str]) -> dict[str, str]:
     return out
 
 
+@torch.no_grad()
+def _following_by_hooks(
+    model: nn.Module, layers: list[str], example: torch.Tensor
+) -> dict[str, str]:
+    modules = dict(model.named_modules())
+    outputs: list[tuple[str, torch.Tensor]] = []
+    found: dict[str, str] = {}
+
+    def record(name: str):
+        return lambda _m, _i, o: outputs.append((name, o))
+
+    def match(name: str):
+        def hook(_m, inputs):
+            for layer, out in outputs:
+                if inputs and inputs[0] is out:
+                    found.setdefault(layer, name)
+
+        return hook
+
+    handles = [modules[n].register_forward_hook(record(n)) for n in layers]
+    handles += [
+        m.register_forward_pre_hook(match(n))
+        for n, m in modules.items()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
 def bn_constant(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     """BatchNorm (eval mode) of an all-zero input channel: beta - gamma*mu/sqrt(var+eps)."""
     gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_mean)
@@ -38,12 +78,14 @@ def bn_constant(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     return (beta - gamma * bn.running_mean / torch.sqrt(bn.running_var + bn.eps)).detach()
 
 
-def bn_constants(model: nn.Module, layers: list[str]) -> dict[str, torch.Tensor]:
+def bn_constants(
+    model: nn.Module, layers: list[str], example: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Per prunable layer followed by a BatchNorm: the constant each zeroed neuron emits."""
     modules = dict(model.named_modules())
     return {
         layer: bn_constant(modules[bn]).cpu()
-        for layer, bn in following_batchnorm(model, layers).items()
+        for layer, bn in following_batchnorm(model, layers, example).items()
     }
 
 

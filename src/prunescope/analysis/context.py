@@ -13,6 +13,7 @@ from prunescope.config import Config
 from prunescope.data import PreparedData, prepare_from_config
 from prunescope.models import stage_of_layer
 from prunescope.models.build import layer_groups
+from prunescope.models.layers import adapter_for
 from prunescope.pruning.masks import Masks
 from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
@@ -33,6 +34,9 @@ class AnalysisContext:
         self.stage_of = stage_of_layer(skeleton)
         self.groups = layer_groups(skeleton)  # across stages: a transformer's attention, MLP
         self.layers = list(self.stage_of)
+        modules = dict(skeleton.named_modules())
+        # where each layer keeps its neurons (GPT-2's Conv1D weights are [in, out])
+        self.adapters = {layer: adapter_for(modules[layer]) for layer in self.layers}
         # DESIGN §6: zeroing and similarity cover the layers IMP prunes; an excluded
         # classifier's output neurons are the class logits, whose ablation says
         # nothing about the structure pruning leaves and would dominate the spread.

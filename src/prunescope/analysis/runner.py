@@ -9,6 +9,7 @@ levels it has not done (all of them again when its settings changed or with
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pandas as pd
@@ -20,7 +21,7 @@ from prunescope.analysis.context import AnalysisContext
 from prunescope.analysis.registry import AnalysisSpec, analyses, analysis_names
 from prunescope.analysis.tables import has_table, read_table, table_path, write_table
 from prunescope.config import Config
-from prunescope.errors import UserInputError
+from prunescope.errors import AnalysisFailed, PrunescopeError, Unsupported, UserInputError
 from prunescope.rundir.layout import RunDir
 from prunescope.wording import format_seconds, plural
 
@@ -171,11 +172,43 @@ def analyze_run(
     levels: list[int] | None = None,
     force: bool = False,
 ) -> None:
+    """Every analysis asked for. One that cannot handle the model (:class:`Unsupported`) is
+    recorded as skipped with its reason; one that fails otherwise is recorded too, the
+    others still run, and :class:`AnalysisFailed` is raised at the end (the caller makes the
+    report first: see :func:`raise_failures`)."""
     ctx = AnalysisContext(rd, cfg, device)
     rd.manifest.setdefault("layer_order", {"stages": list(ctx.stages), "layers": ctx.layers})
     write_accuracy(rd)
+    skipped = rd.manifest.setdefault("skipped_analyses", {})
     try:
         for name in only or analysis_names(default_only=True):
-            run_analysis(ctx, name, levels, force)
+            skipped.pop(name, None)
+            try:
+                run_analysis(ctx, name, levels, force)
+            except Unsupported as exc:
+                skipped[name] = str(exc)
+                log.warning("%s skipped: %s", name, exc)
+            except PrunescopeError:
+                raise  # the user's input (a bad setting, a damaged file): one line, exit 2
+            except Exception as exc:
+                if os.environ.get("PRUNESCOPE_DEBUG"):  # --debug: the traceback, not a record
+                    raise
+                skipped[name] = f"failed ({type(exc).__name__}: {str(exc)[:200]})"
+                log.error("%s failed: %s: %s", name, type(exc).__name__, exc)
+            rd.save_manifest()
     finally:
         distributed.broadcast_object(None)  # under torchrun: the other ranks are done
+
+
+def raise_failures(rd: RunDir) -> None:
+    """After the report: an analysis that failed (not one skipped for the model) ends the
+    command with exit code 1 and the command that shows its traceback."""
+    failed = [
+        n for n, why in rd.manifest.get("skipped_analyses", {}).items() if why.startswith("failed")
+    ]
+    if failed:
+        raise AnalysisFailed(
+            f"{', '.join(failed)} failed ({rd.manifest['skipped_analyses'][failed[0]]}); the other "
+            f"analyses and the report are made; see the traceback with: prunescope analyze "
+            f"{rd.root} --only {','.join(failed)} --debug"
+        )

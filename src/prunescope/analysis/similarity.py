@@ -23,7 +23,6 @@ import math
 import torch
 
 from prunescope.analysis.registry import AnalysisSpec, pruned_levels, register_analysis
-from prunescope.models.registry import neuron_dim
 from prunescope.training.precision import autocast
 
 METRICS = ("cosine", "cosine_per_neuron", "cka")
@@ -143,7 +142,6 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
         refs = sorted({0, level - 1})
         needed = [lv for lv in [level, *refs] if lv not in cache]
         models = {lv: ctx.level(lv)[0] for lv in [level, *refs]}
-        modules = dict(models[level].named_modules())
         fresh: dict[int, dict[str, SelfStats]] = {lv: {} for lv in needed}
         cross: dict[int, dict[str, CrossStats]] = {r: {} for r in refs}
         for x, _ in tqdm(
@@ -153,7 +151,7 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
                 lv: capture(m, ctx.prunable_layers, x, ctx.precision) for lv, m in models.items()
             }
             for layer in ctx.prunable_layers:
-                dim = neuron_dim(modules[layer])
+                dim = ctx.adapters[layer].output_axis
                 rows_of = {lv: as_rows(acts[lv][layer], dim) for lv in acts}
                 for lv in needed:
                     st = fresh[lv].setdefault(layer, SelfStats(rows_of[lv].shape[1], x.device))

@@ -1,7 +1,9 @@
 """Stage, layer and neuron sparsity (Alg. 1, Figs. 7–10), from the saved weights.
 
 A neuron is an output channel of a convolution or an output unit of a linear
-layer; its fan-in sparsity is the fraction of zeros in ``W[i]``. Zeros are
+layer; its fan-in sparsity is the fraction of zeros in its incoming weights (``W[i]``
+for a Linear or a convolution, ``W[:, i]`` for an [in, out] layer such as GPT-2's
+Conv1D: :mod:`prunescope.models.layers`). Zeros are
 counted in the trained weights themselves, as the paper does.
 """
 
@@ -24,7 +26,7 @@ def sparsity_tables(ctx: AnalysisContext, levels: list[int]) -> dict[str, pd.Dat
         for layer in ctx.layers:
             stage = ctx.stage_of[layer]
             w = state[f"{layer}.weight"]
-            rows = w.reshape(w.shape[0], -1) == 0
+            rows = ctx.adapters[layer].rows(w) == 0  # [neurons, fan-in]
             zeros_per = rows.sum(1).to(torch.int64)
             fan_in = rows.shape[1]
             zeros, weights = int(zeros_per.sum()), int(w.numel())

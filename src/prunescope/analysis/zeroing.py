@@ -24,7 +24,8 @@ from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
 from prunescope.analysis.bn_constant import bn_constants
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.analysis.tables import empty_table
-from prunescope.models.registry import neuron_dim
+from prunescope.models.layers import adapter_for
+from prunescope.models.probe import samples_independent
 from prunescope.training.objective import IGNORE, scored_count
 from prunescope.training.precision import autocast
 
@@ -43,12 +44,8 @@ class ZeroingResult:
 
 
 def neuron_count(module: nn.Module) -> int:
-    """Output units: a convolution's channels, a Linear's features, rows of another weight."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.out_channels
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    return int(module.weight.shape[0])
+    """Output units, on the layer's neuron axis (:mod:`prunescope.models.layers`)."""
+    return adapter_for(module).neurons(module)
 
 
 def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,19 +112,16 @@ def zeroing_naive(
         n = neuron_count(module)
         correct = torch.zeros(n, dtype=torch.int64)
         loss = torch.zeros(n, dtype=torch.float64)
+        adapter = adapter_for(module)
         for i in (neurons or {}).get(layer, range(n)):
             if mode == "weights":
-                saved_w = module.weight[i].clone()
-                saved_b = module.bias[i].clone() if module.bias is not None else None
-                module.weight[i] = 0
-                if module.bias is not None:
-                    module.bias[i] = 0
-                correct[i], loss[i] = evaluate()
-                module.weight[i] = saved_w
-                if saved_b is not None:
-                    module.bias[i] = saved_b
+                saved = adapter.zero(module, i)
+                try:
+                    correct[i], loss[i] = evaluate()
+                finally:
+                    adapter.restore(module, i, saved)
             else:
-                dim = neuron_dim(module)
+                dim = adapter.output_axis
 
                 def zero_output(_m, _inp, out, i=i, dim=dim):
                     out = out.clone()
@@ -195,7 +189,7 @@ def zeroing_fast(
     why = untraceable(model)
     if why:
         why = f"torch.fx cannot trace {type(model).__name__} ({why})"
-    elif getattr(model, "samples_independent", True) is False:
+    elif not samples_independent(model.eval(), next(iter(batches))[0]):
         why = f"{type(model).__name__} mixes the rows of a batch (a graph's nodes)"
     if why:
         if why not in _NOTICES:  # one line per run, not per level
@@ -361,7 +355,9 @@ def bn_constant_rows(ctx, level: int) -> pd.DataFrame:
                 "constant": c.double().numpy(),
             }
         )
-        for layer, c in bn_constants(model, ctx.prunable_layers).items()
+        for layer, c in bn_constants(
+            model, ctx.prunable_layers, ctx.data.example(ctx.device)
+        ).items()
     ]
     return pd.concat(parts, ignore_index=True) if parts else empty_table("bn_constants")
 

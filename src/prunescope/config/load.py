@@ -224,17 +224,20 @@ def resolve(cfg: Config) -> Config:
 
 
 def default_exclude(cfg: Config) -> list[str]:
-    """A built-in model's classifier; for a user's model, its ``classifier_layers`` or its
-    last prunable layer, which needs the model built (for its data)."""
+    """A built-in model's classifier; for a user's model, its ``classifier_layers`` or the
+    layer that produces its output, which needs the model built with the config's
+    prunable types and run on a batch of its data."""
     from prunescope.models import is_user_model, model_spec
 
     if not is_user_model(cfg.model.name):
         return list(model_spec(cfg.model.name).classifier)
-    from prunescope.data import model_inputs
-    from prunescope.models.registry import build_for
+    from prunescope.data import prepare_from_config
+    from prunescope.models.build import model_from_config
     from prunescope.models.user import default_classifier
 
-    return default_classifier(build_for(cfg.model.name, model_inputs(cfg), init=cfg.model.init))
+    data = prepare_from_config(cfg)
+    model = model_from_config(cfg, data.model_inputs())
+    return default_classifier(model, data.probe_batch()[0])
 
 
 def config_to_toml(cfg: Config) -> str:

@@ -59,6 +59,11 @@ class PreparedData:
         x = self.test_x[:2].to(device)
         return x.long() if self.kind == "tokens" else x.float()
 
+    def probe_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` test examples (a graph: the whole graph) as the model takes them,
+        on the CPU: what the model is checked on before training."""
+        return next(iter(self.loader(self.test_x, self.test_y, n, torch.device("cpu"))))
+
     def model_inputs(self) -> ModelInputs:
         if self.kind == "tokens":
             return ModelInputs(len(self.classes), 1, 0, context=int(self.train_x.shape[1]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from prunescope.models.layers import check_prunable
+from prunescope.models.probe import return_logits
 from prunescope.models.registry import ModelInputs, build_for, is_user_model, prunable_layers
 from prunescope.models.user import (
     check_declared_stages,
@@ -21,12 +23,17 @@ def model_from_config(cfg, inputs: ModelInputs) -> nn.Module:  # cfg: prunescope
 
 
 def configure(model: nn.Module, cfg) -> None:
-    """Extra prunable types, refused fused attention, stages and layer groups."""
+    """Extra prunable types (each layer checked for a weight with a neuron axis), refused
+    fused attention, a ``ModelOutput`` read as its logits, stages and layer groups."""
     extra = resolve_types(cfg.imp.prunable_types)
     if extra:
         model.prunable_types = tuple(getattr(model, "prunable_types", ())) + extra
     refuse_fused_attention(model, cfg.imp.exclude or ())
+    return_logits(model)
     layers = prunable_layers(model)
+    modules = dict(model.named_modules())
+    for name in layers:
+        check_prunable(name, modules[name])
     if cfg.model.stages:
         model.stages = layers_by_pattern(
             model, cfg.model.stages, layers, section="model.stages", cover=True

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
+from prunescope.models.inventory import inventory
+from prunescope.models.probe import output_layer
 from prunescope.models.registry import stage_of_layer
 
 
@@ -33,3 +36,15 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "layer_types": kinds,
         "batchnorm": any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()),
     }
+
+
+def dense_record(model: nn.Module, exclude: list[str], example: torch.Tensor) -> dict[str, Any]:
+    """What stays dense (:mod:`.inventory`); ``example`` is a batch the model runs on, to
+    find the layer that produces its output."""
+    was_training = model.training
+    try:
+        device = next(model.parameters()).device
+        output = output_layer(model.eval(), example.to(device))
+    finally:
+        model.train(was_training)
+    return inventory(model, list(exclude), output).record()

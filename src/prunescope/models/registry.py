@@ -121,20 +121,21 @@ def prunable_types(model: nn.Module) -> tuple[type, ...]:
 def prunable_layers(model: nn.Module) -> list[str]:
     """Names of every prunable module (Linear, Conv*, the model's extra types), in
     ``named_modules`` order; not those inside an ``nn.MultiheadAttention`` (its fused
-    projections are one unit that :mod:`prunescope.models.user` refuses or leaves dense)."""
+    projections are one unit that :mod:`prunescope.models.user` refuses or leaves dense),
+    nor a layer whose weight is an earlier prunable layer's (tied: one tensor, one mask)."""
     types = prunable_types(model)
     fused = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    return [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, types) and not any(n.startswith(f"{f}.") for f in fused)
-    ]
-
-
-def neuron_dim(module: nn.Module) -> int:
-    """The dimension of a layer's output that indexes its neurons: a convolution's
-    channels (dimension 1); the last dimension of a Linear (or any other) output."""
-    return 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
+    out, weights = [], set()
+    for n, m in model.named_modules():
+        if not isinstance(m, types) or any(n.startswith(f"{f}.") for f in fused):
+            continue
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor):
+            if id(w) in weights:
+                continue  # tied to an earlier layer's weight: pruned (and counted) once, there
+            weights.add(id(w))
+        out.append(n)
+    return out
 
 
 def check_stages(model: nn.Module) -> None:
@@ -238,7 +239,6 @@ __all__ = [
     "init_conv_bn",
     "model_names",
     "model_spec",
-    "neuron_dim",
     "prunable_layers",
     "register_model",
     "stage_of_layer",

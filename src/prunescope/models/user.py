@@ -10,11 +10,13 @@ import fnmatch
 import functools
 from collections.abc import Callable, Iterable, Mapping
 
+import torch
 from torch import nn
 
 from prunescope.errors import UserInputError
-from prunescope.models.registry import ModelSpec, prunable_layers
-from prunescope.trust import import_trusted, require_trusted
+from prunescope.models.probe import output_layer
+from prunescope.models.registry import ModelSpec
+from prunescope.trust import check_home, import_trusted, require_trusted
 
 
 def import_object(path: str, what: str) -> object:
@@ -26,6 +28,7 @@ def import_object(path: str, what: str) -> object:
     if not module_name or not attr:
         raise UserInputError(f"{what} {path!r} must look like package.module:name")
     require_trusted(path, what)  # every time: the import below is cached
+    check_home(path, module_name, what)
     return _imported(path, module_name, attr, what)
 
 
@@ -80,15 +83,14 @@ def user_spec(path: str) -> ModelSpec:
     )
 
 
-def default_classifier(model: nn.Module) -> list[str]:
-    """The layers ``imp.exclude`` leaves dense by default: the model's ``classifier``
-    attribute (names) if it has one, else its last prunable layer (the paper never prunes
-    the output layer)."""
+def default_classifier(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The layers ``imp.exclude`` leaves dense by default: the model's ``classifier_layers``
+    attribute (names) if it has one, else the prunable layer that produces its output on
+    ``x`` (the paper never prunes the output layer; :func:`~prunescope.models.probe.output_layer`)."""
     declared = getattr(model, "classifier_layers", None)
     if declared is not None:
         return list(declared)
-    layers = prunable_layers(model)
-    return layers[-1:]
+    return output_layer(model.eval(), x)
 
 
 def resolve_types(names: Iterable[str]) -> tuple[type, ...]:

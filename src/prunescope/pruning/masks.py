@@ -14,6 +14,7 @@ from torch import nn
 
 from prunescope.errors import UserInputError
 from prunescope.models.registry import prunable_layers
+from prunescope.models.ties import parameters_by_key
 
 Masks = dict[str, torch.Tensor]
 
@@ -39,7 +40,7 @@ def prunable_weight_keys(model: nn.Module, exclude: Iterable[str]) -> list[str]:
 
 
 def dense_masks(model: nn.Module, keys: Iterable[str]) -> Masks:
-    params = dict(model.named_parameters())
+    params = parameters_by_key(model)
     return {k: torch.ones_like(params[k], dtype=torch.bool, device="cpu") for k in keys}
 
 
@@ -67,7 +68,7 @@ def parameter_sparsity(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> f
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Set pruned weights to +0.0 (masked_fill, so no -0.0 sneaks in)."""
-    params = dict(model.named_parameters())
+    params = parameters_by_key(model)
     for key, mask in masks.items():
         p = params[key]
         p.masked_fill_(~mask.to(p.device), 0.0)
@@ -82,7 +83,7 @@ class Masker:
     """
 
     def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
-        params = dict(model.named_parameters())
+        params = parameters_by_key(model)
         sparse = [k for k, m in masks.items() if not bool(m.all())]
         self.params = [params[k] for k in sparse]
         self.masks = [masks[k].to(params[k].device, params[k].dtype) for k in sparse]

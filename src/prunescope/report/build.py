@@ -258,7 +258,8 @@ def build_report(
     made = report_inputs(run_dirs, rd, cfg, replicates)
     tables, summary, runs, per_run = made.tables, made.summary, made.runs, made.per_run
     figures = draw_figures(made.figures, out)
-    missing = missing_analyses(tables)
+    skipped = dict(rd.manifest.get("skipped_analyses") or {})
+    missing = [name for name in missing_analyses(tables) if name not in skipped]
     if missing:
         log.info(
             "report: no %s tables yet, their figures are left out; fill them with: "
@@ -278,6 +279,8 @@ def build_report(
         ],
         "per_run": per_run,
         "missing_analyses": missing,
+        "skipped_analyses": skipped,
+        "dense": (rd.manifest.get("layer_order") or {}).get("dense"),
         "figures": [
             {
                 "name": f.name,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from prunescope.config import Config
 from prunescope.data.registry import dataset_spec
+from prunescope.models.inventory import dense_by_type
 from prunescope.report.figures.common import FigureFile, RunSeries
 from prunescope.report.sentences import finding_sentences, pct
 from prunescope.rundir.layout import RunDir, level_name
@@ -123,7 +124,13 @@ def per_run_table(per_run: list[dict]) -> str:
     )
 
 
-def figures_html(figures: list[FigureFile], out: Path, missing: list[str], run_dir: Path) -> str:
+def figures_html(
+    figures: list[FigureFile],
+    out: Path,
+    missing: list[str],
+    run_dir: Path,
+    skipped: dict[str, str] | None = None,
+) -> str:
     figs = "\n".join(
         f'<figure id="{html.escape(f.name)}"><img src="{html.escape(os.path.relpath(f.png, out))}" '
         f'alt="{html.escape(f.caption)}" width="{f.size[0]}" height="{f.size[1]}">'
@@ -137,7 +144,30 @@ def figures_html(figures: list[FigureFile], out: Path, missing: list[str], run_d
             f"<p>Not computed yet: {html.escape(', '.join(missing))}. Their figures and findings "
             f"appear after <code>{html.escape(command)}</code>.</p>\n" + figs
         )
+    if skipped:
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        figs = f"<p>Not computed for this run: {html.escape(why)}.</p>\n" + figs
     return figs
+
+
+def dense_html(record: dict | None) -> str:
+    """What IMP prunes and what it leaves dense, with shares of all parameters."""
+    if not record:
+        return ""
+    total = record["total_parameters"]
+    parts = [
+        f"{name} ({e['why']}, {e['parameters']:,}, {e['share']:.1%})"
+        for name, e in record["excluded_layers"].items()
+    ] + dense_by_type(record["dense_modules"])
+    if record["biases"]["parameters"]:
+        b = record["biases"]
+        parts.append(f"biases of the pruned layers ({b['parameters']:,}, {b['share']:.1%})")
+    dense = "; ".join(parts) or "nothing"
+    return (
+        f"<p>Network sparsity is measured over the prunable weights: "
+        f"{record['prunable_weights']:,} of {total:,} parameters ({record['prunable_share']:.1%}). "
+        f"Left dense: {html.escape(dense)}.</p>"
+    )
 
 
 def render_page(
@@ -169,9 +199,10 @@ def render_page(
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="meta">{plural(cfg.imp.levels, "level")} of {cfg.imp.rate:g} ({html.escape(cfg.imp.scope)} magnitude), rewind to
+<p class="meta">{plural(cfg.imp.levels, "level")} of {cfg.imp.rate:g} ({html.escape(cfg.imp.scope)} {html.escape(cfg.imp.method)}), rewind to
 {html.escape(cfg.imp.rewind)}, {plural(cfg.imp.train_epochs, "epoch")} per level &middot; run directory
 <code>{html.escape(str(rd.root))}</code> &middot; prunescope {__version__} &middot; {now}</p>
+{dense_html((rd.manifest.get("layer_order") or {}).get("dense"))}
 <h2>Findings</h2>
 <p>Measured on this run's tables (<code>summary.json</code> holds the numbers). The paper's findings, for
 comparison: later stages are pruned more; no neuron is fully pruned; the spread of single-neuron importance
@@ -186,7 +217,7 @@ does not narrow; representations stay similar to the dense network.</p>
 {runs_table(runs)}
 {per_run_table(per_run or [])}
 <h2>Figures</h2>
-{figures_html(figures, out, missing or [], rd.root)}
+{figures_html(figures, out, missing or [], rd.root, rd.manifest.get("skipped_analyses"))}
 <h2>Config</h2>
 <pre>{html.escape(config_text)}</pre>
 </body></html>

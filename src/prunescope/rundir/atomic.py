@@ -127,8 +127,11 @@ def atomic_write_json(path: Path, obj: Any) -> str:
 
 
 def safetensors_payload(tensors: dict[str, torch.Tensor]) -> bytes:
-    """Serialise tensors (moved to CPU, made contiguous) to safetensors bytes."""
-    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    """Serialise tensors (moved to CPU, made contiguous) to safetensors bytes; a tensor that
+    several keys share (tied weights) is saved once, under its first key."""
+    from prunescope.models.ties import deduplicated
+
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in deduplicated(tensors).items()}
     return safetensors_bytes(clean)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from prunescope.errors import RunDirError
+from prunescope.models.ties import aliases, expanded
 from prunescope.rundir.layout import RunDir, level_file
 
 Masks = dict[str, torch.Tensor]
@@ -24,9 +25,11 @@ def _first(items: list, n: int = 3) -> list:
 
 
 def check_state(rel: str, state: dict[str, torch.Tensor], model: nn.Module) -> None:
-    """A saved state must match the model key for key, shape for shape and dtype for dtype,
-    and hold no NaN or infinity."""
-    want = model.state_dict()
+    """A saved state must match the model key for key (a tied tensor under its first key
+    only), shape for shape and dtype for dtype, and hold no NaN or infinity. The model's
+    alias keys are then filled in (:mod:`prunescope.models.ties`)."""
+    tied = aliases(model)
+    want = {k: v for k, v in model.state_dict().items() if k not in tied}
     missing = set(want) - set(state)
     extra = set(state) - set(want)
     shapes = [k for k in set(want) & set(state) if want[k].shape != state[k].shape]
@@ -45,6 +48,7 @@ def check_state(rel: str, state: dict[str, torch.Tensor], model: nn.Module) -> N
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise RunDirError(f"{rel} holds NaN or infinite values (in {_first(bad)})")
+    expanded(state, model)
 
 
 def check_masks(

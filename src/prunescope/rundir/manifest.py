@@ -81,6 +81,7 @@ class LayerOrder(Record):
     layers: list[StrictStr]
     layer_types: dict[StrictStr, StrictStr] | None = None  # runs since the trust checks
     batchnorm: StrictBool | None = None
+    dense: dict[str, Any] | None = None  # what stays dense (models/inventory.py)
 
 
 class AnalysisRecord(Record):
@@ -124,6 +125,7 @@ class ManifestSchema(Record):
     data_fingerprint: dict[str, Any] | None = None
     report_runs: list[StrictStr] | None = None
     branch: BranchRecord | None = None
+    skipped_analyses: dict[StrictStr, StrictStr] = Field(default_factory=dict)
 
 
 def _depth(obj: Any) -> int:

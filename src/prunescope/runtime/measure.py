@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunescope.models.probe import samples_independent
 from prunescope.runtime.formats import (
     FormatUnavailable,
     channels_last,
@@ -209,7 +210,7 @@ def measure_batch(
         built["hybrid"] = (h, h, x)
     if "onnxruntime" in s.formats and device.type == "cpu":
         # a graph model reads every node at once: its example is the whole graph
-        example = x if getattr(model, "samples_independent", True) is False else x[:1]
+        example = x[:1] if samples_independent(model, x) else x
         try:
             built["onnxruntime"] = (None, onnx_runner(model, example, s.threads), x)
         except FormatUnavailable as exc:
