@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunescope.errors import RunDirError
+from prunescope.errors import RunDirError, Unsupported
 from prunescope.export_files import ARCHITECTURE, EXPORT, MODEL, write_export_folder
+from prunescope.graph import require_graph
 from prunescope.models.probe import samples_independent
 from prunescope.structure import ELEMENTWISE, Consumer, channel_flows
 
@@ -92,6 +93,20 @@ def _reader_problem(reader: nn.Module, value: float) -> str | None:
         if value != 0.0 and _zero_padded(reader):
             return "a nonzero constant into a zero-padded convolution"
     return None
+
+
+def check_exportable(model: nn.Module, layers: list[str]) -> None:
+    """The export resizes Conv2d and Linear layers along the graph torch.fx traces; anything
+    else is :class:`Unsupported` (one line; the export analysis is skipped, saying why)."""
+    modules = dict(model.named_modules())
+    other = [layer for layer in layers if not isinstance(modules[layer], nn.Conv2d | nn.Linear)]
+    if other:
+        raise Unsupported(
+            f"the export resizes nn.Conv2d and nn.Linear layers; {other[0]} is a "
+            f"{type(modules[other[0]]).__name__}"
+            + (f" (and {len(other) - 1} more layers)" if len(other) > 1 else "")
+        )
+    require_graph(model, "the export")
 
 
 @torch.no_grad()
@@ -359,6 +374,7 @@ class ExportResult:
 def export_model(model: nn.Module, layers: list[str], batches) -> ExportResult:
     """The smaller network of a masked model, checked against it on ``batches`` (fp32)."""
     model = model.eval().float()
+    check_exportable(model, layers)
     # a model whose samples are not independent (a graph's nodes) is traced on all of them
     whole = not samples_independent(model, batches[0][0])
     example = batches[0][0] if whole else batches[0][0][:2]

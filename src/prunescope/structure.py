@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from prunescope.graph import trace
+
 # Modules that act on each channel separately (in eval mode): a channel stays a channel.
 CHANNELWISE = (
     nn.BatchNorm1d,
@@ -78,7 +80,7 @@ def channel_flows(
     model: nn.Module, layers: list[str], example: torch.Tensor
 ) -> dict[str, ChannelFlow]:
     """For each named Conv2d/Linear layer: the layers that read its channels, or why none may."""
-    gm = fx.symbolic_trace(model)
+    gm = trace(model)
     gm.eval()
     ShapeProp(gm).propagate(example)
     modules = dict(gm.named_modules())

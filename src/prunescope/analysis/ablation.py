@@ -28,6 +28,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from prunescope.graph import trace
+
 _RELU_FUNCTIONS = (F.relu, torch.relu)
 _ADD_FUNCTIONS = (operator.add, torch.add, operator.iadd)
 
@@ -61,11 +63,6 @@ def repeat_rows(base: torch.Tensor, k: int) -> torch.Tensor:
     )
     out.view(k, *base.shape).copy_(base.unsqueeze(0).expand(k, *base.shape))
     return out
-
-
-def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` (standard torch modules stay leaves)."""
-    return fx.symbolic_trace(model)
 
 
 def ablation_nodes(gm: fx.GraphModule, layers: list[str], mode: str) -> dict[str, fx.Node]:

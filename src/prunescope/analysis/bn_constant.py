@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunescope.analysis.ablation import ablation_nodes, trace
+from prunescope.analysis.ablation import ablation_nodes
+from prunescope.graph import trace
 
 
 def following_batchnorm(

@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prunescope.analysis.ablation import AblationEngine, ablation_nodes, trace
+from prunescope.analysis.ablation import AblationEngine, ablation_nodes
 from prunescope.analysis.bn_constant import bn_constants
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.analysis.tables import empty_table
+from prunescope.graph import trace, untraceable
 from prunescope.models.layers import adapter_for
 from prunescope.models.probe import samples_independent
 from prunescope.training.objective import IGNORE, scored_count
@@ -152,15 +153,6 @@ def exact_float32():
 
 
 _NOTICES: set[str] = set()
-
-
-def untraceable(model: nn.Module) -> str | None:
-    """Why torch.fx cannot trace ``model`` (data-dependent control flow, ...), or None."""
-    try:
-        trace(model)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-    return None
 
 
 @torch.no_grad()

@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
-from prunescope.errors import UserInputError
+from prunescope.errors import Unsupported, UserInputError
 from prunescope.runtime.formats import FORMATS
-from prunescope.runtime.measure import Settings, measure_batch
+from prunescope.runtime.measure import Settings, measure_batch, say_once
 from prunescope.training.precision import apply_threads, usable_threads
 
 log = logging.getLogger("prunescope")
@@ -99,11 +99,12 @@ def measure_model(ctx, model, level: int, sparsity: float, s: Settings):
             f"analysis.runtime.batch_sizes: {big} is more than the {len(x_all)} test examples "
             f"it would time; choose at most {len(x_all)}"
         )
-    exported = (
-        export_model(model, layers, [(x_all[: min(big, 64)], None)]).small
-        if "exported" in s.formats
-        else None
-    )
+    exported = None
+    if "exported" in s.formats:
+        try:
+            exported = export_model(model, layers, [(x_all[: min(big, 64)], None)]).small
+        except Unsupported as exc:  # no graph to export from: time the formats that need none
+            say_once(f"runtime: the exported format is left out ({exc})")
     modules = dict(model.named_modules())
     rows, layer_rows = [], []
     for b in s.batch_sizes:

@@ -35,7 +35,12 @@ from prunescope.runtime.formats import (
     sparse_format,
     weight_bytes,
 )
-from prunescope.runtime.sparse_layers import bsr_fits, sparse_matrix_shape, sparse_version
+from prunescope.runtime.sparse_layers import (
+    bsr_fits,
+    has_sparse_version,
+    sparse_matrix_shape,
+    sparse_version,
+)
 
 log = logging.getLogger("prunescope")
 
@@ -185,9 +190,18 @@ def measure_batch(
     x: torch.Tensor,
     s: Settings,
 ) -> tuple[list[dict], dict[str, dict[str, float]]]:
-    """One level at one batch size: (format rows, per-layer latencies)."""
+    """One level at one batch size: (format rows, per-layer latencies). Layers without a
+    sparse version stay dense in the sparse and hybrid formats (said once)."""
     device = x.device
     model = copy.deepcopy(model).eval().float()
+    modules = dict(model.named_modules())
+    dense_only = [layer for layer in layers if not has_sparse_version(modules[layer])]
+    if dense_only:
+        say_once(
+            f"runtime: {len(dense_only)} layer(s) have no sparse version and stay dense in the "
+            f"sparse formats ({', '.join(dense_only[:3])}: {type(modules[dense_only[0]]).__name__})"
+        )
+        layers = [layer for layer in layers if layer not in dense_only]
     dense = dense_format(model)
     xd = (
         x.contiguous(memory_format=torch.channels_last)
@@ -214,7 +228,7 @@ def measure_batch(
         try:
             built["onnxruntime"] = (None, onnx_runner(model, example, s.threads), x)
         except FormatUnavailable as exc:
-            _say_once(f"runtime: onnxruntime left out: {str(exc)[:200]}")
+            say_once(f"runtime: onnxruntime left out: {str(exc)[:200]}")
     diffs = {name: check(run, inp, reference) for name, (_, run, inp) in built.items()}
     scale = float(reference.abs().max()) or 1.0
     right = {n for n, d in diffs.items() if d <= TOLERANCE * scale}
@@ -243,7 +257,7 @@ def measure_batch(
 _SAID: set[str] = set()
 
 
-def _say_once(message: str) -> None:
+def say_once(message: str) -> None:
     if message not in _SAID:
         _SAID.add(message)
         log.warning("%s", message)

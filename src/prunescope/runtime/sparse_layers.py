@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunescope.models.layers import IN_OUT, adapter_for
+
 LAYOUTS = ("csr", "bsr")
 
 
@@ -49,10 +51,15 @@ def dense_matrix(conv: nn.Conv2d) -> torch.Tensor:
 
 
 class SparseLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, layout: str = "csr"):
+    """``x W^T + b`` with ``W`` ([out, in]) sparse: an ``nn.Linear``, or GPT-2's Conv1D
+    (whose stored weight is [in, out], so its transpose)."""
+
+    def __init__(self, linear: nn.Module, layout: str = "csr"):
         super().__init__()
         self.layout = layout
-        self.weight = to_sparse(linear.weight.detach().clone(), layout)
+        w = linear.weight.detach()
+        w = w.t() if adapter_for(linear).weight_axis == 1 else w
+        self.weight = to_sparse(w.contiguous().clone(), layout)
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +98,15 @@ class SparseConv2d(nn.Module):
         return y.contiguous()
 
 
+def has_sparse_version(module: nn.Module) -> bool:
+    """A layer whose computation is known to be a matrix product: nn.Linear, GPT-2's
+    Conv1D, nn.Conv2d. Another type (a user's layer may do more in its forward) stays
+    dense in the sparse formats."""
+    return isinstance(module, nn.Linear | nn.Conv2d) or adapter_for(module) is IN_OUT
+
+
 def sparse_version(module: nn.Module, layout: str = "csr") -> nn.Module:
-    if isinstance(module, nn.Linear):
+    if isinstance(module, nn.Linear) or adapter_for(module) is IN_OUT:
         return SparseLinear(module, layout)
     if isinstance(module, nn.Conv2d):
         return SparseConv2d(module, layout)
@@ -103,7 +117,7 @@ def sparse_matrix_shape(module: nn.Module) -> torch.Size:
     if isinstance(module, nn.Conv2d):
         k = module.kernel_size[0] * module.kernel_size[1]
         return torch.Size((module.out_channels, module.in_channels * k))
-    return module.weight.shape
+    return adapter_for(module).rows(module.weight).shape
 
 
 def semi_structured_fits(w: torch.Tensor) -> bool:
