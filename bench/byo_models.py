@@ -175,14 +175,15 @@ def check_run(run_dir: Path) -> list[str]:
       output has units along prunescope's neuron dimension (``neuron_dim``);
     - zeroing: some neuron of a layer changes the loss (a layer where no ablation changes
       anything, to the last bit, was not ablated);
-    - in-place outputs: no later module overwrites a prunable layer's output tensor (a
-      forward hook, as similarity's, would then see the overwritten values).
+    - similarity's capture (:func:`prunescope.analysis.similarity.capture`) holds each
+      layer's own output, even where a later in-place module overwrites that tensor.
     """
     import pandas as pd
     import torch
 
     from prunescope import load_level, load_test_set
-    from prunescope.models.registry import neuron_dim
+    from prunescope.analysis.similarity import capture
+    from prunescope.models.layers import adapter_for
 
     torch.set_num_threads(1)
     analysis = run_dir / "analysis"
@@ -199,10 +200,10 @@ def check_run(run_dir: Path) -> list[str]:
     if not x.is_floating_point():  # token ids come back as uint8 (the loader's .long())
         x = x.long()
     modules = dict(model.named_modules())
-    seen: dict[str, tuple[torch.Tensor, int]] = {}
+    seen: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}
     hooks = [
         modules[name].register_forward_hook(
-            lambda _m, _i, o, name=name: seen.__setitem__(name, (o, o._version))
+            lambda _m, i, o, name=name: seen.__setitem__(name, (o, o._version, i[0].clone()))
         )
         for name in layers
         if name in modules
@@ -211,13 +212,14 @@ def check_run(run_dir: Path) -> list[str]:
         model(x)
     for h in hooks:
         h.remove()
-    units = {name: o.shape[neuron_dim(modules[name])] for name, (o, _) in seen.items()}
-    for name, (o, version) in seen.items():
-        if o._version != version:
-            findings.append(
-                f"{name}: its output is overwritten in place after the layer (similarity "
-                f"sees the overwritten values)"
-            )
+    units = {
+        name: o.shape[adapter_for(modules[name]).output_axis] for name, (o, *_) in seen.items()
+    }
+    captured = capture(model, list(seen), x)
+    with torch.no_grad():
+        for name, (_, _, inp) in seen.items():  # the layer recomputed from its own input
+            if not torch.equal(captured[name], modules[name](inp)):
+                findings.append(f"{name}: similarity's capture differs from the layer's output")
 
     neurons_csv = analysis / "neuron_sparsity.csv"
     if neurons_csv.exists():

@@ -169,17 +169,19 @@ class LstmLM(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(vocab, dim)
         self.rnn = nn.LSTM(dim, hidden, num_layers=layers, batch_first=True)
+        self.proj = nn.Linear(hidden, hidden)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(self.emb(idx))
-        return self.head(out)
+        return self.head(torch.relu(self.proj(out)))
 
 
 def lstm_lm(num_classes: int) -> nn.Module:
     """``nn.Embedding`` → 2-layer ``nn.LSTM`` (hidden 64, batch_first) → ``nn.Linear``
-    head. The LSTM's weights (``weight_ih_l0``, ``weight_hh_l0``, ...) are not a
-    ``.weight``: the researcher's config lists ``torch.nn.LSTM`` as a prunable type."""
+    projection → ``nn.Linear`` head. The LSTM's weights (``weight_ih_l0``, ``weight_hh_l0``,
+    ...) are not one ``.weight``: it stays dense (listing ``torch.nn.LSTM`` as a prunable
+    type is refused at config time, the variant ``lstm_lm_lstm_prunable``)."""
     return LstmLM(num_classes)
 
 
@@ -488,7 +490,7 @@ CONFIGS: dict[str, str] = {
     "hf_bert": _text("hf_bert", _BERT_STAGES),
     "pyg_gcn": _graph("pyg_gcn", {"layer1": ["conv1"], "out": ["conv2"]}),
     "pyg_gat": _graph("pyg_gat", {"layer1": ["conv1"], "out": ["conv2"]}),
-    "lstm_lm": _text("lstm_lm", {"rnn": ["rnn"], "head": ["head"]}, ["torch.nn.LSTM"]),
+    "lstm_lm": _text("lstm_lm", {"proj": ["proj"], "head": ["head"]}),
     "tied_lm": _text(
         "tied_lm",
         {"block0": ["blocks.0"], "block1": ["blocks.1"], "head": ["head"]},
@@ -509,9 +511,8 @@ def _prefixed(stages: dict[str, list[str]], prefix: str) -> dict[str, list[str]]
 
 
 # What a researcher tries after the first failure: the Hugging Face models wrapped to
-# return ``.logits`` (tied as built, and untied), and the LSTM without listing
-# torch.nn.LSTM (so only its head is prunable, which imp.exclude leaves dense). Each one
-# gets further than its CONFIGS entry, to the next failure.
+# return ``.logits`` (tied as built, and untied), and the LSTM listed as a prunable type
+# (refused at config time: it has no single weight).
 VARIANTS: dict[str, str] = {
     "hf_gpt2_logits": _text("hf_gpt2_logits", _prefixed(_GPT2_STAGES, "hf."), _CONV1D),
     "hf_gpt2_untied_logits": _text(
@@ -536,5 +537,7 @@ VARIANTS: dict[str, str] = {
     ),
     "hf_bert_logits": _text("hf_bert_logits", _prefixed(_BERT_STAGES, "hf.")),
     "hf_bert_untied_logits": _text("hf_bert_untied_logits", _prefixed(_BERT_STAGES, "hf.")),
-    "lstm_lm_plain": _text("lstm_lm", {"head": ["head"]}),
+    "lstm_lm_lstm_prunable": _text(
+        "lstm_lm", {"rnn": ["rnn"], "proj": ["proj"], "head": ["head"]}, ["torch.nn.LSTM"]
+    ),
 }

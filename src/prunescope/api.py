@@ -81,6 +81,8 @@ def load_test_set(
     _, cfg = open_run_dir(run_dir)
     data = prepare_from_config(cfg)
     x, y = test_images(data, cfg, subset)
+    if data.kind == "tokens":
+        return x.long(), y.clone()  # stored as uint8; nn.Embedding takes int64
     if data.kind != "images":
         return x.clone(), y.clone()
     norm = Normalizer(data.spec.mean, data.spec.std, torch.device("cpu"))

@@ -109,7 +109,9 @@ def capture(
     out: dict[str, torch.Tensor] = {}
     handles = [
         modules[name].register_forward_hook(
-            lambda _m, _i, o, name=name: out.__setitem__(name, o.detach())
+            # a copy: an in-place operation after the layer (ReLU(inplace=True)) would
+            # overwrite its output (measured: the post-ReLU values were compared)
+            lambda _m, _i, o, name=name: out.__setitem__(name, o.detach().clone())
         )
         for name in layers
     ]

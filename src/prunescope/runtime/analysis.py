@@ -17,6 +17,7 @@ import torch
 
 from prunescope.analysis.registry import AnalysisSpec, register_analysis
 from prunescope.errors import Unsupported, UserInputError
+from prunescope.models.probe import samples_independent
 from prunescope.runtime.formats import FORMATS
 from prunescope.runtime.measure import Settings, measure_batch, say_once
 from prunescope.training.precision import apply_threads, usable_threads
@@ -87,27 +88,38 @@ def synthetic_state(state: dict[str, torch.Tensor], keys: list[str], sparsity: f
     return out
 
 
-def measure_model(ctx, model, level: int, sparsity: float, s: Settings):
-    from prunescope.export import export_model
-
-    layers = ctx.prunable_layers
-    apply_threads(s.threads)
+def timed_inputs(ctx, model, s: Settings) -> tuple[torch.Tensor, list[int]]:
+    """The test inputs and the batch sizes to time them at. A model whose samples are not
+    independent (a graph's nodes see each other) runs on all of them at once: one batch,
+    of all the nodes, whatever ``batch_sizes`` says (and the table says how many)."""
+    x_all = torch.cat([x for x, _ in ctx.batches(None, 250)])
+    if not samples_independent(model, x_all[:2] if len(x_all) > 2 else x_all):
+        say_once(f"runtime: the model reads all {len(x_all)} examples at once: timed as one batch")
+        return x_all, [len(x_all)]
     big = max(s.batch_sizes)
-    x_all = torch.cat([x for x, _ in ctx.batches(None, 250)])[:big]
     if len(x_all) < big:  # a batch of 450 recorded as batch_size=100000000 would be a lie
         raise UserInputError(
             f"analysis.runtime.batch_sizes: {big} is more than the {len(x_all)} test examples "
             f"it would time; choose at most {len(x_all)}"
         )
+    return x_all[:big], list(s.batch_sizes)
+
+
+def measure_model(ctx, model, level: int, sparsity: float, s: Settings):
+    from prunescope.export import export_model
+
+    layers = ctx.prunable_layers
+    apply_threads(s.threads)
+    x_all, sizes = timed_inputs(ctx, model, s)
     exported = None
     if "exported" in s.formats:
         try:
-            exported = export_model(model, layers, [(x_all[: min(big, 64)], None)]).small
+            exported = export_model(model, layers, [(x_all[: min(max(sizes), 64)], None)]).small
         except Unsupported as exc:  # no graph to export from: time the formats that need none
             say_once(f"runtime: the exported format is left out ({exc})")
     modules = dict(model.named_modules())
     rows, layer_rows = [], []
-    for b in s.batch_sizes:
+    for b in sizes:
         x = x_all[:b].to(ctx.device)
         fmt_rows, layer_ms = measure_batch(model, exported, layers, ctx.stage_of, x, s)
         for r in fmt_rows:
