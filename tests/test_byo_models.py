@@ -302,8 +302,53 @@ def test_layers_prints_what_is_pruned_and_what_stays_dense(tmp_path, capsys):
     assert main(["layers", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "blocks.0.q" in out and "head" in out and "the output layer" in out
-    assert "tied: emb's weight is head's" in out
+    assert "tied: emb's weight is head's (one tensor" in out
     with pytest.raises(UserInputError):
         from prunescope.models.layers import check_prunable
 
         check_prunable("rnn", nn.LSTM(2, 2))
+
+
+INOUT = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class InOut(nn.Module):  # a user's layer that stores its weight as [in, out]
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(n_in, n_out) * 0.1)
+            self.bias = nn.Parameter(torch.zeros(n_out))
+
+        def forward(self, x):
+            return x @ self.weight + self.bias
+
+    class Net(nn.Module):
+        def __init__(self, num_classes, in_channels, image_size):
+            super().__init__()
+            self.hidden = InOut(in_channels * image_size ** 2, 12)
+            self.out = InOut(12, num_classes)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.hidden(x.flatten(1))))
+
+    def make(num_classes, in_channels, image_size):
+        return Net(num_classes, in_channels, image_size)
+    """
+)
+
+
+def test_a_declared_neuron_axis_is_read_as_declared(tmp_path, monkeypatch, capsys):
+    (tmp_path / "inout_nets.py").write_text(INOUT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[model]\nname = "inout_nets:make"\n[model.stages]\nall = ["hidden", "out"]\n'
+        '[imp]\nprunable_types = ["inout_nets.InOut"]\n'
+        '[imp.neuron_axes]\n"inout_nets.InOut" = {weight = 1, output = -1}\n'
+        '[data]\nname = "digits"\n'
+    )
+    assert main(["layers", "--config", str(cfg)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("hidden"))
+    # 12 neurons (the columns) of 256 inputs (digits as 1x16x16 images)
+    assert row.split()[3:5] == ["12", "256"]

@@ -133,9 +133,13 @@ def code_names(cfg: object) -> list[str]:
 
     model = get("model", "name")
     names = [model] if isinstance(model, str) and ":" in model else []
-    for section, key in (("imp", "prunable_types"), ("analysis", "plugins")):
+    for section, key in (
+        ("imp", "prunable_types"),
+        ("analysis", "plugins"),
+        ("imp", "neuron_axes"),
+    ):
         value = get(section, key)
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | dict):  # a dict: its keys name the types
             names.extend(v for v in value if isinstance(v, str))
     return names
 

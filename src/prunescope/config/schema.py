@@ -172,6 +172,11 @@ class GroupFields(Section):
     )
 
 
+class NeuronAxes(Section):
+    weight: int = Field(0, ge=-8, le=7, description="axis of the weight that indexes neurons")
+    output: int = Field(-1, ge=-8, le=7, description="axis of the output that does")
+
+
 class ImpSection(Section):
     levels: int = Field(18, ge=0, le=MAX_LEVELS, description="pruning levels after the dense one")
     rate: float = Field(
@@ -198,7 +203,14 @@ class ImpSection(Section):
     prunable_types: list[str] = Field(
         default_factory=list,
         description="module types pruned besides Linear and Conv*, by dotted name "
-        "(package.module:Class); each needs a weight whose first dimension is its neurons",
+        "(package.module:Class); each needs one weight tensor, read as a Linear's ([out, in], "
+        "neurons last in the output) unless imp.neuron_axes says otherwise",
+    )
+    neuron_axes: dict[str, NeuronAxes] = Field(
+        default_factory=dict,
+        description="dotted type name -> {weight = axis of its weight that indexes neurons, "
+        "output = axis of its output that does}; GPT-2's Conv1D is known ({weight = 1, "
+        "output = -1})",
     )
 
     @field_validator("method")

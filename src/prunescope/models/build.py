@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from prunescope.models.layers import check_prunable
+from prunescope.models.layers import check_prunable, declare
 from prunescope.models.probe import return_logits
 from prunescope.models.registry import ModelInputs, build_for, is_user_model, prunable_layers
 from prunescope.models.user import (
@@ -25,6 +25,9 @@ def model_from_config(cfg, inputs: ModelInputs) -> nn.Module:  # cfg: prunescope
 def configure(model: nn.Module, cfg) -> None:
     """Extra prunable types (each layer checked for a weight with a neuron axis), refused
     fused attention, a ``ModelOutput`` read as its logits, stages and layer groups."""
+    for name, axes in cfg.imp.neuron_axes.items():
+        (kind,) = resolve_types([name])
+        declare(kind, weight_axis=axes.weight, output_axis=axes.output)
     extra = resolve_types(cfg.imp.prunable_types)
     if extra:
         model.prunable_types = tuple(getattr(model, "prunable_types", ())) + extra

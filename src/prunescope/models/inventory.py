@@ -161,5 +161,7 @@ def format_inventory(inv: Inventory) -> str:
             f"dense: biases of the prunable layers {inv.biases:,} ({inv.biases / inv.total:.1%})"
         )
     for layer, owner in inv.tied.items():
-        lines.append(f"tied: {layer}'s weight is {owner}'s (saved once, pruned with {owner})")
+        lines.append(
+            f"tied: {layer}'s weight is {owner}'s (one tensor, saved once, pruned as {owner} is)"
+        )
     return "\n".join(lines)
