@@ -352,3 +352,28 @@ def test_a_declared_neuron_axis_is_read_as_declared(tmp_path, monkeypatch, capsy
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("hidden"))
     # 12 neurons (the columns) of 256 inputs (digits as 1x16x16 images)
     assert row.split()[3:5] == ["12", "256"]
+
+
+def test_group_pruning_removes_whole_conv1d_neurons_not_inputs():
+    """IMP hands the methods every weight neuron-first (imp.py: neuron_major), so group
+    pruning of an [in, out] layer empties output columns. By hand: column 2 holds the
+    smallest weights, so it is the neuron the group share removes."""
+    from prunescope.config.schema import ImpSection
+    from prunescope.models.layers import neuron_major, stored_layout
+    from prunescope.pruning.registry import PruneInput, next_masks
+
+    w = torch.full((4, 6), 1.0)  # [in, out]: 4 inputs, 6 neurons
+    w[:, 2] = 0.01
+    w[1, :] += torch.arange(6) * 0.1  # distinct magnitudes elsewhere
+    key, axes = "c.weight", {"c.weight": 1}
+    masks = {key: torch.ones(4, 6, dtype=torch.bool)}
+    settings = ImpSection.model_validate({"method": "group", "group": {"share": 1.0}})
+    inp = PruneInput(
+        neuron_major({key: w}, axes), neuron_major(masks, axes), 0.2, settings=settings
+    )
+    new = next_masks(inp)
+    out = stored_layout(new, axes)[key]
+    assert out.shape == (4, 6)
+    # the budget is round(0.2 * 24) = 5: column 2 (4 weights), then one single weight
+    assert not out[:, 2].any() and int((~out).sum()) == 5
+    assert int((~out[:, [0, 1, 3, 4, 5]]).sum(0).max()) == 1  # no other column emptied
