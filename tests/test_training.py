@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from imp_helpers import tiny_config
 from prunescope.config import build_config
 from prunescope.config.schema import TrainSection
 from prunescope.data import DeviceLoader, prepare_from_config
@@ -104,3 +105,64 @@ def test_short_training_on_real_cifar10_lowers_the_loss(cifar10_root):
     assert results[-1].train_loss < results[0].train_loss - 0.1
     assert loss < loss0 - 0.1 and loss < math.log(10)
     assert acc > 0.2  # chance is 0.1
+
+
+def test_the_device_step_trains_the_same_weights_as_the_eager_loop():
+    """train.capture runs the whole step on the device (a CUDA graph on CUDA); on a CPU the
+    same function runs as it is, and must give the eager loop's weights bit for bit."""
+    from prunescope.dense import new_model
+    from prunescope.pruning.masks import Masker, apply_masks, dense_masks, prunable_weight_keys
+
+    def train(capture: str):
+        cfg = tiny_config(f"train.capture={capture}", "train.precision=fp32", "seed=3")
+        data = prepare_from_config(cfg)
+        model = new_model(cfg, data.model_inputs())
+        masks = dense_masks(model, prunable_weight_keys(model, cfg.imp.exclude))
+        for m in masks.values():
+            m.view(-1)[::3] = False
+        apply_masks(model, masks)
+        trainer = Trainer(model, cfg, data, torch.device("cpu"), total_epochs=4)
+        results = trainer.fit(1, 3, trainer.new_optimizer(), Masker(model, masks))
+        return model.state_dict(), [(r.lr, r.train_loss, r.train_accuracy) for r in results]
+
+    (eager, eager_rows), (device, device_rows) = train("false"), train("true")
+    assert eager_rows == device_rows
+    assert all(torch.equal(eager[k], device[k]) for k in eager)
+
+
+def test_masks_take_their_weights_layout():
+    """A contiguous mask beside a channels_last weight makes torch's foreach multiply fall
+    back to one kernel per tensor: the masker's masks (and a restored optimizer state) take
+    each weight's strides."""
+    from prunescope.models import build_model
+    from prunescope.pruning.masks import Masker, relayout_state
+
+    model = build_model("resnet8", 10, 1, 16).to(memory_format=torch.channels_last)
+    params = {k: p for k, p in model.named_parameters() if p.dim() == 4}
+    keys = list(params)
+    masks = {k: torch.ones(p.shape, dtype=torch.bool) for k, p in params.items()}  # as read
+    for m in masks.values():
+        m.view(-1)[0] = False
+    masker = Masker(model, masks)
+    for p, m in zip(masker.params, masker.masks, strict=True):
+        assert m.stride() == p.stride() and m.dtype == p.dtype
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    weight = dict(model.named_parameters())[keys[1]]
+    optimizer.state[weight]["momentum_buffer"] = torch.ones(weight.shape)  # as restored
+    relayout_state(optimizer)
+    assert optimizer.state[weight]["momentum_buffer"].stride() == weight.stride()
+
+
+def test_augmenting_many_batches_at_once_gives_the_same_batches(monkeypatch):
+    from prunescope.data import loader as loader_mod
+
+    cfg = tiny_config()
+    data = prepare_from_config(cfg)
+
+    def epoch(images_at_once: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(loader_mod, "AUGMENT_IMAGES", images_at_once)
+        loader = data.loader(data.train_x, data.train_y, 32, torch.device("cpu"), train=True)
+        return [torch.cat([x.flatten(), y.float()]) for x, y in loader.epoch(2)]
+
+    one, many = epoch(1), epoch(2048)
+    assert len(one) == len(many) and all(torch.equal(a, b) for a, b in zip(one, many, strict=True))

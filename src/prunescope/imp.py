@@ -31,6 +31,7 @@ from prunescope.pruning.masks import (
     apply_masks,
     dense_masks,
     prunable_weight_keys,
+    relayout_state,
 )
 from prunescope.pruning.registry import PruneInput, next_masks
 from prunescope.rundir.checkpoint import (
@@ -186,6 +187,7 @@ class IMP:
             try:
                 model.load_state_dict(ck.model_state)
                 optimizer.load_state_dict(ck.optimizer_state)
+                relayout_state(optimizer)
                 restore_rng(ck.rng)
                 rows, begin = ck.rows, ck.next_epoch
                 log.info(
@@ -254,6 +256,7 @@ class IMP:
             optimizer = self.trainer.new_optimizer()
             if phase["optimizer"] is not None:
                 optimizer.load_state_dict(phase["optimizer"])
+                relayout_state(optimizer)
             self.trainer.fit(
                 phase["begin"],
                 phase["end_epoch"],

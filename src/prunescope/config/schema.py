@@ -126,12 +126,18 @@ class TrainSection(Section):
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the training step: true, false, or auto"
     )
+    capture: bool | Literal["auto"] = Field(
+        "auto",
+        description="the whole step on the device (forward, backward, masks, optimizer, "
+        "learning rate, statistics), captured as a CUDA graph on CUDA: true, false, or "
+        "auto (CUDA only; the same numbers as the eager loop, tested on a CPU)",
+    )
     channels_last: bool = Field(True, description="channels_last memory format (CUDA and CPU)")
     checkpoint_every: int = Field(
         0, ge=0, description="epochs between mid-level checkpoints; 0 = about every 5 minutes"
     )
 
-    @field_validator("compile", mode="before")
+    @field_validator("compile", "capture", mode="before")
     @classmethod
     def _compile_choice(cls, v: object) -> object:
         if isinstance(v, bool) or v == "auto":

@@ -74,6 +74,22 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         p.masked_fill_(~mask.to(p.device), 0.0)
 
 
+def like(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values on ``p``'s device, in ``p``'s dtype and memory layout (strides)."""
+    return torch.empty_like(p).copy_(t)
+
+
+def relayout_state(optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer state (momentum, Adam moments) in the layout of its parameter: a state
+    restored from a checkpoint is contiguous while a channels_last weight is not."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                    state[name] = like(p, value) if value.dtype == p.dtype else value
+
+
 class Masker:
     """Keeps pruned weights at exactly 0.0 during training.
 
@@ -86,7 +102,10 @@ class Masker:
         params = parameters_by_key(model)
         sparse = [k for k, m in masks.items() if not bool(m.all())]
         self.params = [params[k] for k in sparse]
-        self.masks = [masks[k].to(params[k].device, params[k].dtype) for k in sparse]
+        # each mask in its weight's layout (channels_last convolutions included): torch's
+        # foreach multiply takes one kernel for the whole list only when every pair of
+        # tensors shares strides, and one kernel per tensor otherwise
+        self.masks = [like(params[k], masks[k]) for k in sparse]
 
     def __bool__(self) -> bool:
         return bool(self.params)

@@ -21,6 +21,7 @@ NOT_LABELS = (
     "device",
     "threads",
     "train.compile",
+    "train.capture",
     "train.checkpoint_every",
     "train.eval_batch_size",
 )

@@ -101,7 +101,11 @@ def save_checkpoint(
             "level": level,
             "next_epoch": next_epoch,
             "rows": rows,
-            "param_groups": opt["param_groups"],
+            # a captured step keeps lr in a device tensor: JSON holds its value
+            "param_groups": [
+                {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in g.items()}
+                for g in opt["param_groups"]
+            ],
             "rng": rng_meta,
             "tensors_sha256": digest,
         },

@@ -34,6 +34,7 @@ RESUMABLE_KEYS = (
     "data.root",
     "data.download",
     "train.compile",
+    "train.capture",
     "threads",
     "train.checkpoint_every",
     "train.eval_batch_size",

@@ -51,13 +51,22 @@ def make_scheduler(
     )
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, cfg: TrainSection, *, fused: bool = False
+) -> torch.optim.Optimizer:
     """SGD (the paper's) or AdamW (what transformers are trained with). A pruned weight
     stays 0 under both: its gradient is masked, so its momentum or Adam moments stay 0,
-    and the mask is applied again after every step."""
+    and the mask is applied again after every step. ``fused``: torch's fused kernels, which
+    read a learning rate held in a device tensor without a host sync (what a CUDA graph of
+    the step needs; the foreach kernels read it with ``.item()``)."""
+    extra = {"fused": True} if fused else {}
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
+            model.parameters(),
+            lr=cfg.lr,
+            betas=(0.9, 0.999),
+            weight_decay=cfg.weight_decay,
+            **extra,
         )
     return torch.optim.SGD(
         model.parameters(),
@@ -65,4 +74,5 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Opt
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
+        **extra,
     )

@@ -24,8 +24,9 @@ from prunescope.seeding import derive_seed
 from prunescope.training import objective
 from prunescope.training.compile import GuardedForward, compile_model, compile_wanted
 from prunescope.training.device import use_channels_last
+from prunescope.training.device_step import DeviceStep, capture_wanted
 from prunescope.training.precision import autocast, resolve_precision
-from prunescope.training.schedule import make_optimizer, make_scheduler
+from prunescope.training.schedule import lr_factor, make_optimizer, make_scheduler
 
 
 @dataclass
@@ -86,6 +87,8 @@ class Trainer:
         self.device = device
         self.total_epochs = total_epochs
         self.precision = resolve_precision(cfg.train.precision, device)
+        if device.type == "cuda":  # fixed shapes every step: let cuDNN time its algorithms once
+            torch.backends.cudnn.benchmark = True
         channels_last = use_channels_last(device, cfg.train.channels_last)
         self.model = model.to(device)
         if channels_last:
@@ -114,9 +117,39 @@ class Trainer:
         self.forward = GuardedForward(
             self.model, compile_model(self.model) if self.compiled else None
         )
+        self.captured = capture_wanted(cfg.train.capture, device, world().distributed)
+
+    def device_step(
+        self, optimizer: torch.optim.Optimizer, masker: Masker | None, start_epoch: int, hold: bool
+    ) -> DeviceStep:
+        """The device-resident step for one phase, its learning rates precomputed exactly as
+        the eager scheduler computes them (``cfg.lr * lr_factor(step)``)."""
+        first, spe, total = (
+            start_epoch * self.steps_per_epoch,
+            self.steps_per_epoch,
+            self.total_epochs,
+        )
+        held = total * spe - 1 if hold else None
+        steps = range(first, max(total * spe, first + 1))
+        table = [
+            self.cfg.train.lr * lr_factor(held if hold else k, spe, total, self.cfg.train)
+            for k in steps
+        ]
+        return DeviceStep(
+            model=self.model,
+            forward=lambda x: self.forward.run(lambda m: m(x)),
+            optimizer=optimizer,
+            masker=masker,
+            lr_table=table,
+            precision=self.precision,
+            label_smoothing=self.cfg.train.label_smoothing,
+            device=self.device,
+        )
 
     def new_optimizer(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.model, self.cfg.train)
+        # a captured step needs an update that reads its learning rate on the device
+        fused = self.captured and self.device.type == "cuda"
+        return make_optimizer(self.model, self.cfg.train, fused=fused)
 
     def scheduler(self, optimizer: torch.optim.Optimizer, epoch: int, final_lr: bool = False):
         """The schedule positioned at ``epoch``; ``final_lr`` holds it at its last step's value."""
@@ -136,6 +169,7 @@ class Trainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         masker: Masker | None = None,
         desc: str = "",
+        device_step: DeviceStep | None = None,
     ) -> EpochResult:
         model, cfg = self.model, self.cfg
         model.train()
@@ -156,6 +190,12 @@ class Trainer:
             disable=None,
             unit="batch",
         )
+        if device_step is not None:
+            lr = float(device_step.lr)
+            device_step.begin_epoch()
+            for x, y in batches:
+                device_step(x, y)
+            return self._result(epoch, lr, device_step.epoch_stats(), start)
         for step, (x, y) in enumerate(batches):
             out, loss = self.forward.run(lambda m, x=x, y=y: self._forward_backward(m, x, y))
             if masker:
@@ -175,13 +215,22 @@ class Trainer:
                 torch.stack([loss_sum, correct.double(), n.double()])
             )
             bad_step = reduce_across(bad_step, "max")
-        scored_total = max(int(n), 1)
+        return self._result(
+            epoch, lr, (float(loss_sum), int(correct), int(n), int(bad_step)), start
+        )
+
+    @staticmethod
+    def _result(
+        epoch: int, lr: float, stats: tuple[float, int, int, int], start: float
+    ) -> EpochResult:
+        loss_sum, correct, n, bad_step = stats
+        scored_total = max(n, 1)
         return EpochResult(
             epoch=epoch,
             lr=lr,
-            train_loss=float(loss_sum) / scored_total,
-            train_accuracy=int(correct) / scored_total,
-            nonfinite_step=int(bad_step),
+            train_loss=loss_sum / scored_total,
+            train_accuracy=correct / scored_total,
+            nonfinite_step=bad_step,
             seconds=time.perf_counter() - start,
         )
 
@@ -217,11 +266,14 @@ class Trainer:
         learning rate throughout (fine-tuning).
         """
         origin = start_epoch if first_epoch is None else first_epoch
-        scheduler = self.scheduler(optimizer, start_epoch, final_lr)
+        step = self.device_step(optimizer, masker, start_epoch, final_lr) if self.captured else None
+        scheduler = None if step else self.scheduler(optimizer, start_epoch, final_lr)
         results = []
         for epoch in range(start_epoch, end_epoch):
             number = f"epoch {epoch + 1 - origin} of {end_epoch - origin}"
-            result = self.train_epoch(epoch, optimizer, scheduler, masker, f"{desc}{number}")
+            result = self.train_epoch(
+                epoch, optimizer, scheduler, masker, f"{desc}{number}", device_step=step
+            )
             results.append(result)
             if result.nonfinite_step >= 0:
                 raise NonFiniteLossError(
