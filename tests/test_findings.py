@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from prunescope.report.findings import (
-    all_findings,
     critical_sparsity,
     dead_neuron_finding,
     similarity_finding,
@@ -187,7 +186,11 @@ def test_all_findings_is_json_ready():
         "sparsity_layers": layers_table(),
         "similarity": similarity_table(),
     }
-    f = all_findings(tables, STAGES, ["fc"], margin=0.02)
+    from prunescope.analysis.registry import FindingInputs
+    from prunescope.report.build import findings
+
+    crit = critical_sparsity(tables["accuracy"], 0.02)
+    f = findings(FindingInputs(tables, STAGES, ["fc"], crit))
     assert f["critical_sparsity"]["level"] == 2
     assert f["later_stages_pruned_more"]["levels_considered"] == 1
     json.dumps(f, allow_nan=False)

@@ -160,12 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from prunescope.analysis.runner import parse_levels, parse_only
+    from prunescope.analysis.runner import parse_levels
     from prunescope.runner import analyze
 
-    analyze(
-        args.run_dir, args.overrides, parse_only(args.only), parse_levels(args.levels), args.force
-    )
+    analyze(args.run_dir, args.overrides, args.only, parse_levels(args.levels), args.force)
     return 0
 
 

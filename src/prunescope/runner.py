@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prunescope import distributed
 from prunescope.analysis.accuracy import write_accuracy
+from prunescope.analysis.registry import settings_models
 from prunescope.api import model_for, test_images
 from prunescope.config import Config
 from prunescope.config.request import ConfigRequest
@@ -38,16 +39,13 @@ def check_runnable(cfg: Config) -> PreparedData:
     x, y = data.probe_batch()
     check_output(forward_once(model, x, cfg.model.name), y, len(data.classes), cfg.model.name)
     prunable_weight_keys(model, cfg.imp.exclude)
-    for name, section in (
-        ("analysis.zeroing.test_subset", cfg.analysis.zeroing),
-        ("analysis.similarity.test_subset", cfg.analysis.similarity),
-        ("analysis.connectivity.test_subset", cfg.analysis.connectivity),
-        ("analysis.export.test_subset", cfg.analysis.export),
-    ):
+    for analysis in settings_models(cfg.analysis.plugins):  # every analysis's test subset
+        subset = getattr(getattr(cfg.analysis, analysis), "test_subset", None)
         try:
-            test_images(data, cfg, section.test_subset)
+            test_images(data, cfg, subset)
         except DataError as exc:
-            raise DataError(str(exc).replace("an analysis test_subset", name)) from None
+            where = f"analysis.{analysis}.test_subset"
+            raise DataError(str(exc).replace("an analysis test_subset", where)) from None
     return data
 
 
@@ -148,12 +146,13 @@ def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) 
 def analyze(
     run_dir: str | Path,
     overrides: list[str],
-    only: list[str] | None,
+    only: str | list[str] | None,
     levels: list[int] | None,
     force: bool,
 ) -> None:
-    """``prunescope analyze``: the stored config, with analysis/report settings changeable by --set."""
-    from prunescope.analysis.runner import analyze_run, raise_failures
+    """``prunescope analyze``: the stored config, with analysis/report settings changeable by
+    --set; ``only``: ``--only``'s text (or names), checked against the run's analyses."""
+    from prunescope.analysis.runner import analyze_run, parse_only, raise_failures
     from prunescope.config.load import parse_override
     from prunescope.report.build import rebuild_stale_report
 
@@ -168,6 +167,8 @@ def analyze(
     request = ConfigRequest(overrides=tuple(overrides)) if overrides else None
     # checked before the changed settings are recorded: a refused command changes nothing
     with WriteSession(run_dir, request, create=False, preflight=check_runnable) as session:
+        if isinstance(only, str) or only is None:
+            only = parse_only(only, session.cfg.analysis.plugins)
         device = resolve_device(session.cfg.device)
         session.rd.manifest["sessions"][-1]["threads"] = apply_threads(session.cfg.threads)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)

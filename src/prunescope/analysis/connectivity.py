@@ -17,9 +17,23 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from pydantic import Field
 from torch import nn
 
-from prunescope.analysis.registry import AnalysisSpec, pruned_levels, register_analysis
+from prunescope.analysis.registry import (
+    AnalysisSpec,
+    Figure,
+    Headline,
+    Sentence,
+    SentenceInputs,
+    pruned_levels,
+    register_analysis,
+)
+from prunescope.config.schema import Section
+from prunescope.report import findings as F
+from prunescope.report import sentences as S
+from prunescope.report.figures import connectivity as connectivity_figure
+from prunescope.report.findings import share
 from prunescope.training import objective
 from prunescope.training.precision import autocast
 
@@ -32,6 +46,17 @@ COLUMNS = [
     "test_accuracy",
     "test_loss",
 ]
+
+
+class ConnectivitySettings(Section):
+    # 5 points (alpha = 0, .25, .5, .75, 1) find a barrier in the middle of the path at a
+    # fifth of the cost of 21; raise it for a finer path.
+    points: int = Field(5, ge=2, le=101, description="evenly spaced points from alpha 0 to 1")
+    bn_images: int = Field(
+        1000, gt=0, description="training images that BatchNorm statistics are re-estimated on"
+    )
+    test_subset: int | None = Field(None, gt=0)
+    batch_size: int = Field(250, gt=0)
 
 
 def alphas(points: int) -> list[float]:
@@ -130,6 +155,17 @@ def connectivity_table(ctx, levels: list[int]) -> pd.DataFrame:  # ctx: Analysis
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _sentences(s: SentenceInputs) -> list[Sentence]:
+    cf = s.summary.get("connectivity")
+    if cf and cf["previous"]["levels_considered"]:
+        return [S.connectivity_finding(cf, s.batchnorm)]
+    return []
+
+
+def _previous(summary: dict) -> dict:
+    return (summary.get("connectivity") or {}).get("previous") or {}
+
+
 register_analysis(
     AnalysisSpec(
         name="connectivity",
@@ -137,8 +173,29 @@ register_analysis(
         "and to the previous level, BatchNorm re-estimated at every point (Frankle et al. 2020)",
         tables={"connectivity": COLUMNS},
         compute=lambda ctx, levels: {"connectivity": connectivity_table(ctx, levels)},
-        settings=lambda cfg: {**cfg.analysis.connectivity.model_dump(), "seed": cfg.seed},
+        settings=ConnectivitySettings,
+        depends_on=lambda cfg: {**cfg.analysis.connectivity.model_dump(), "seed": cfg.seed},
         levels=pruned_levels,
         runs_network=True,
+        finding=lambda inp: (
+            {
+                "connectivity": F.connectivity_finding(
+                    inp.tables["connectivity"], inp.critical["level"]
+                )
+            }
+            if inp.has("connectivity")
+            else {}
+        ),
+        sentences=_sentences,
+        headlines={
+            "connected_share": Headline(
+                "levels in one basin with the previous",
+                "pct",
+                lambda s: share(
+                    _previous(s).get("levels_connected"), _previous(s).get("levels_considered")
+                ),
+            )
+        },
+        figures=(Figure(connectivity_figure.draw, ("connectivity",)),),
     )
 )

@@ -11,8 +11,13 @@ Summing the rows gives the pruned layers' totals.
 from __future__ import annotations
 
 import pandas as pd
+from pydantic import Field
 
-from prunescope.analysis.registry import AnalysisSpec, register_analysis
+from prunescope.analysis.registry import AnalysisSpec, Figure, register_analysis
+from prunescope.config.schema import Section
+from prunescope.report import findings as F
+from prunescope.report import sentences as S
+from prunescope.report.figures import export as export_figure
 
 COLUMNS = [
     "level",
@@ -28,6 +33,12 @@ COLUMNS = [
     "flops_after",
     "max_abs_diff",
 ]
+
+
+class ExportSettings(Section):
+    test_subset: int | None = Field(
+        None, gt=0, description="test images the export's outputs are compared on"
+    )
 
 
 def export_table(ctx, levels: list[int]) -> pd.DataFrame:  # ctx: AnalysisContext
@@ -66,6 +77,14 @@ register_analysis(
         "after, and its largest output difference from the masked network",
         tables={"export": COLUMNS},
         compute=lambda ctx, levels: {"export": export_table(ctx, levels)},
-        settings=lambda cfg: {"test_subset": cfg.analysis.export.test_subset, "seed": cfg.seed},
+        settings=ExportSettings,
+        depends_on=lambda cfg: {"test_subset": cfg.analysis.export.test_subset, "seed": cfg.seed},
+        finding=lambda inp: (
+            {"export": F.export_finding(inp.tables["export"])} if inp.has("export") else {}
+        ),
+        sentences=lambda s: (
+            [S.export_sentence(s.summary["export"])] if s.summary.get("export") else []
+        ),
+        figures=(Figure(export_figure.draw, ("export",)),),
     )
 )

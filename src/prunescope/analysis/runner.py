@@ -8,6 +8,7 @@ levels it has not done (all of them again when its settings changed or with
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ import torch
 from prunescope import distributed
 from prunescope.analysis.accuracy import write_accuracy
 from prunescope.analysis.context import AnalysisContext
-from prunescope.analysis.registry import AnalysisSpec, analyses, analysis_names
+from prunescope.analysis.registry import AnalysisSpec, Plugins, analyses, analysis_names
 from prunescope.analysis.tables import has_table, read_table, table_path, write_table
 from prunescope.config import Config
 from prunescope.errors import AnalysisFailed, PrunescopeError, Unsupported, UserInputError
@@ -35,21 +36,25 @@ def forward_settings(ctx: AnalysisContext) -> dict:
 
 
 def settings_of(spec: AnalysisSpec, ctx: AnalysisContext) -> dict:
-    settings = spec.settings(ctx.cfg)
+    settings = spec.depends_on(ctx.cfg)
     if spec.runs_network:
         settings.update(forward_settings(ctx))
     return settings
 
 
-def parse_only(text: str | None) -> list[str]:
-    """``--only a,b``; without it, every analysis that runs by default."""
+def parse_only(text: str | None, plugins: Plugins = ()) -> list[str]:
+    """``--only a,b``; without it, every analysis that runs by default (a run's plugins'
+    included)."""
     if not text:
-        return analysis_names(default_only=True)
+        return analysis_names(default_only=True, plugins=plugins)
+    known = analyses(plugins)
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in analyses()]
+    unknown = [n for n in names if n not in known]
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserInputError(
-            f"--only: unknown analysis {', '.join(unknown)}; choose from {', '.join(analyses())}"
+            f"--only: unknown analysis {', '.join(unknown)}{hint}; choose from {', '.join(known)}"
         )
     return names
 
@@ -74,7 +79,7 @@ def levels_for(spec: AnalysisSpec, ctx: AnalysisContext, requested: list[int] | 
 
 
 def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, force: bool) -> None:
-    spec = analyses()[name]
+    spec = analyses(ctx.cfg.analysis.plugins)[name]
     rd = ctx.rd
     records = rd.manifest.setdefault("analyses", {})
     settings = settings_of(spec, ctx)
@@ -143,7 +148,7 @@ def computed_across_ranks(
     if not distributed.world().distributed:
         return None
     distributed.broadcast_object({"analysis": name, "levels": todo})
-    return _gathered(analyses()[name].compute, ctx, todo)
+    return _gathered(analyses(ctx.cfg.analysis.plugins)[name].compute, ctx, todo)
 
 
 def _gathered(compute, ctx: AnalysisContext, todo: list[int]):
@@ -161,7 +166,7 @@ def follow_analyses(run_dir, cfg: Config, device: torch.device) -> None:
     rd, _ = open_run_dir(run_dir)
     ctx = AnalysisContext(rd, cfg, device)
     while (job := distributed.broadcast_object()) is not None:
-        _gathered(analyses()[job["analysis"]].compute, ctx, job["levels"])
+        _gathered(analyses(cfg.analysis.plugins)[job["analysis"]].compute, ctx, job["levels"])
 
 
 def analyze_run(
@@ -181,7 +186,8 @@ def analyze_run(
     write_accuracy(rd)
     skipped = rd.manifest.setdefault("skipped_analyses", {})
     try:
-        for name in only or analysis_names(default_only=True):
+        plugins = cfg.analysis.plugins
+        for name in only or analysis_names(default_only=True, plugins=plugins):
             skipped.pop(name, None)
             try:
                 run_analysis(ctx, name, levels, force)

@@ -19,13 +19,37 @@ activations are all zero in either network have no cosine and are left out).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 
-from prunescope.analysis.registry import AnalysisSpec, pruned_levels, register_analysis
+from prunescope.analysis.registry import (
+    AnalysisSpec,
+    Figure,
+    FindingInputs,
+    Headline,
+    Sentence,
+    SentenceInputs,
+    pruned_levels,
+    register_analysis,
+)
+from prunescope.config.schema import Section
+from prunescope.report import findings as F
+from prunescope.report import sentences as S
+from prunescope.report.figures import similarity as similarity_figure
+from prunescope.report.findings import share
 from prunescope.training.precision import autocast
 
 METRICS = ("cosine", "cosine_per_neuron", "cka")
+
+
+class SimilaritySettings(Section):
+    test_subset: int | None = Field(None, gt=0)
+    batch_size: int = Field(250, gt=0)
+    metrics: list[Literal["cosine", "cosine_per_neuron", "cka"]] = Field(
+        default_factory=lambda: ["cosine", "cosine_per_neuron", "cka"]
+    )
 
 
 def as_rows(act: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
@@ -189,6 +213,31 @@ def similarity_table(ctx, levels: list[int]):  # ctx: AnalysisContext
     return pd.DataFrame(rows, columns=COLUMNS["similarity"])
 
 
+def _finding(inp: FindingInputs) -> dict:
+    if "similarity" not in inp.tables:
+        return {}
+    sim = inp.tables["similarity"]
+    return {
+        "similarity_to_baseline": {
+            m: F.similarity_finding(sim, inp.stage_order, m, inp.critical["level"])
+            for m in sorted(sim["metric"].unique())
+        }
+    }
+
+
+def _sentences(s: SentenceInputs) -> list[Sentence]:
+    out = []
+    for metric in ("cosine", "cka"):
+        sm = (s.summary.get("similarity_to_baseline") or {}).get(metric)
+        if sm and sm["levels_considered"]:
+            out.append(S.similarity_finding(metric, sm, s.batchnorm))
+    return out
+
+
+def _cka(summary: dict) -> dict:
+    return (summary.get("similarity_to_baseline") or {}).get("cka") or {}
+
+
 register_analysis(
     AnalysisSpec(
         name="similarity",
@@ -207,12 +256,27 @@ register_analysis(
             ]
         },
         compute=lambda ctx, levels: {"similarity": similarity_table(ctx, levels)},
-        settings=lambda cfg: {
+        settings=SimilaritySettings,
+        depends_on=lambda cfg: {
             "test_subset": cfg.analysis.similarity.test_subset,
             "metrics": list(cfg.analysis.similarity.metrics),
             "seed": cfg.seed,
         },
         levels=pruned_levels,
         runs_network=True,
+        finding=_finding,
+        sentences=_sentences,
+        headlines={
+            "cka_rho": Headline("4: mean ρ stage vs CKA", "num", lambda s: _cka(s).get("mean_rho")),
+            "cka_falls_share": Headline(
+                "4: levels where later stages are less similar",
+                "pct",
+                lambda s: share(
+                    _cka(s).get("levels_later_stages_less_similar"),
+                    _cka(s).get("levels_considered"),
+                ),
+            ),
+        },
+        figures=(Figure(similarity_figure.draw, ("similarity",)),),
     )
 )

@@ -13,8 +13,22 @@ import pandas as pd
 import torch
 
 from prunescope.analysis.context import AnalysisContext
-from prunescope.analysis.registry import AnalysisSpec, register_analysis
+from prunescope.analysis.registry import (
+    AnalysisSpec,
+    Figure,
+    FindingInputs,
+    Headline,
+    Sentence,
+    SentenceInputs,
+    register_analysis,
+)
 from prunescope.analysis.tables import COLUMNS
+from prunescope.report import findings as F
+from prunescope.report import sentences as S
+from prunescope.report.figures import group_sparsity as groups_figure
+from prunescope.report.figures import neuron_sparsity as neurons_figure
+from prunescope.report.figures import stage_sparsity as stages_figure
+from prunescope.report.findings import share
 
 
 def sparsity_tables(ctx: AnalysisContext, levels: list[int]) -> dict[str, pd.DataFrame]:
@@ -81,6 +95,37 @@ def group_sparsity(layer_rows: list[tuple], groups: dict[str, list[str]]) -> pd.
     return out[COLUMNS["sparsity_groups"]].sort_values(["level", "group"], ignore_index=True)
 
 
+def _finding(inp: FindingInputs) -> dict:
+    out = {}
+    if "sparsity_layers" in inp.tables:
+        out["later_stages_pruned_more"] = F.stage_order_finding(
+            inp.tables["sparsity_layers"], inp.stage_order, inp.exclude, inp.critical["level"]
+        )
+    groups = inp.tables.get("sparsity_groups")
+    if groups is not None and not groups.empty and (groups["level"] > 0).any():
+        out["layer_groups"] = F.group_finding(groups)
+    if inp.has("dead_neurons") and "neuron_sparsity" in inp.tables:
+        out["fully_pruned_neurons"] = F.dead_neuron_finding(
+            inp.tables["dead_neurons"], inp.tables["neuron_sparsity"], inp.exclude
+        )
+    return out
+
+
+def _sentences(s: SentenceInputs) -> list[Sentence]:
+    out = []
+    if (st := s.summary.get("later_stages_pruned_more")) is not None:
+        out.append(S.stage_order_finding(st, s.summary["critical_sparsity"].get("level")))
+    if gf := s.summary.get("layer_groups"):
+        out.append(S.group_sentence(gf))
+    if (dn := s.summary.get("fully_pruned_neurons")) and dn["per_level"]:
+        out.append(S.dead_neuron_finding(dn))
+    return out
+
+
+def _stage(summary: dict) -> dict:
+    return summary.get("later_stages_pruned_more") or {}
+
+
 register_analysis(
     AnalysisSpec(
         name="sparsity",
@@ -136,6 +181,30 @@ register_analysis(
             ],
         },
         compute=sparsity_tables,
-        settings=lambda cfg: {},
+        finding=_finding,
+        sentences=_sentences,
+        headlines={
+            "stage_rho": Headline(
+                "1: mean ρ stage vs sparsity", "num", lambda s: _stage(s).get("mean_rho")
+            ),
+            "stage_rises_share": Headline(
+                "1: levels where later stages are pruned more",
+                "pct",
+                lambda s: share(
+                    _stage(s).get("levels_later_stages_pruned_more"),
+                    _stage(s).get("levels_considered"),
+                ),
+            ),
+            "fully_pruned_last": Headline(
+                "2: fully pruned neurons, last level",
+                "int",
+                lambda s: (s.get("fully_pruned_neurons") or {}).get("last_level_fully_pruned"),
+            ),
+        },
+        figures=(
+            Figure(stages_figure.draw, ("sparsity_layers",)),
+            Figure(groups_figure.draw, ("sparsity_groups",)),
+            Figure(neurons_figure.draw, ("neuron_sparsity",)),
+        ),
     )
 )

@@ -13,10 +13,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
 
 from prunescope.analysis.context import AnalysisContext
-from prunescope.analysis.registry import AnalysisSpec, register_analysis
+from prunescope.analysis.registry import AnalysisSpec, Figure, register_analysis
 from prunescope.analysis.tables import COLUMNS
+from prunescope.config.schema import Section
+from prunescope.report.figures import weights as weights_figure
+
+
+class WeightsSettings(Section):
+    bins: int = Field(80, ge=4, le=1000)
+    min: float = Field(
+        1e-6, gt=0, description="lowest bin edge of |w|; smaller values count in the first bin"
+    )
+    max: float = Field(
+        10.0, gt=0, description="highest bin edge of |w|; larger values count in the last bin"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeightsSettings:
+        if self.max <= self.min:
+            raise ValueError(f"weights.max ({self.max}) must exceed weights.min ({self.min})")
+        return self
 
 
 def bin_edges(lo: float, hi: float, bins: int) -> np.ndarray:
@@ -64,6 +83,8 @@ register_analysis(
             "weight_hist": ["level", "network_sparsity", "stage", "bin_low", "bin_high", "count"]
         },
         compute=lambda ctx, levels: {"weight_hist": weight_hist_table(ctx, levels)},
-        settings=lambda cfg: cfg.analysis.weights.model_dump(),
+        settings=WeightsSettings,
+        depends_on=lambda cfg: cfg.analysis.weights.model_dump(),
+        figures=(Figure(weights_figure.draw, ("weight_hist",)),),
     )
 )

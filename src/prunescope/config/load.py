@@ -17,7 +17,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from prunescope.config.schema import Config
+from prunescope.config.schema import AnalysisSection, Config
 from prunescope.errors import ConfigError
 from prunescope.trust import code_names, vouch
 
@@ -105,6 +105,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def known_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config (the analyses' sections from their registry)."""
     keys = []
     for name, field in model.model_fields.items():
         full = f"{prefix}{name}"
@@ -112,6 +113,12 @@ def known_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys.extend(known_keys(ann, f"{full}."))
+    if model is AnalysisSection:
+        from prunescope.analysis.registry import settings_models
+
+        for name, section in settings_models().items():
+            keys.append(f"{prefix}{name}")
+            keys.extend(known_keys(section, f"{prefix}{name}."))
     return keys
 
 
@@ -164,11 +171,13 @@ def _list_hint(loc: str, value: Any) -> str:
     return f" (write --set '{loc}={json.dumps(items)}')"
 
 
-def format_validation_error(exc: ValidationError) -> list[str]:
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per bad field; ``prefix`` is where the validated section sits
+    (``analysis.zeroing.``)."""
     keys = known_keys()
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = prefix + ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             close = closest_key(loc, keys)
             hint = f" (did you mean {close!r}?)" if close else ""

@@ -234,104 +234,25 @@ class ImpSection(Section):
         return v
 
 
-class ZeroingSection(Section):
-    levels: list[int] | Literal["all"] = "all"
-    test_subset: int | None = Field(None, gt=0)
-    # "weights" is the paper's Alg. 2 (incoming weights and bias to 0: zeroing.csv); after
-    # a BatchNorm that still leaves the constant beta - gamma*mu/sqrt(var+eps), so "output"
-    # zeroes the neuron after its BatchNorm instead (zeroing_output.csv); "both" does both.
-    mode: Literal["weights", "output", "both"] = "weights"
-    # Measured on 2 CPU cores (ResNet20, 256 images): 32 → 28.5 s, 64 → 25.8 s, 128 → 38.8 s,
-    # 256 → 49.6 s; bigger passes fall out of cache. A GPU takes more neurons per pass instead.
-    batch_size: int = Field(64, gt=0, description="test images per pass")
-    max_ablations: int = Field(64, gt=0, description="neurons ablated together in one pass")
+class AnalysisSection(Section):
+    """``[analysis]``: the user's plugins, and one section per registered analysis. Each
+    analysis keeps its settings model beside its code (``AnalysisSpec.settings``), so a new
+    analysis, a user's plugin included, brings its section with it."""
 
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
 
-class SimilarityFields(Section):
-    test_subset: int | None = Field(None, gt=0)
-    batch_size: int = Field(250, gt=0)
-    metrics: list[Literal["cosine", "cosine_per_neuron", "cka"]] = Field(
-        default_factory=lambda: ["cosine", "cosine_per_neuron", "cka"]
-    )
-
-
-class WeightsFields(Section):
-    bins: int = Field(80, ge=4, le=1000)
-    min: float = Field(
-        1e-6, gt=0, description="lowest bin edge of |w|; smaller values count in the first bin"
-    )
-    max: float = Field(
-        10.0, gt=0, description="highest bin edge of |w|; larger values count in the last bin"
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules that register your own analyses (docs/extending.md), imported "
+        "only when you vouch for them, as a user model is",
     )
 
     @model_validator(mode="after")
-    def _ordered(self) -> WeightsFields:
-        if self.max <= self.min:
-            raise ValueError(f"weights.max ({self.max}) must exceed weights.min ({self.min})")
+    def _sections(self) -> AnalysisSection:
+        from prunescope.config.analysis_sections import validate_sections
+
+        validate_sections(self)
         return self
-
-
-class ConnectivityFields(Section):
-    # 5 points (alpha = 0, .25, .5, .75, 1) find a barrier in the middle of the path at a
-    # fifth of the cost of 21; raise it for a finer path.
-    points: int = Field(5, ge=2, le=101, description="evenly spaced points from alpha 0 to 1")
-    bn_images: int = Field(
-        1000, gt=0, description="training images that BatchNorm statistics are re-estimated on"
-    )
-    test_subset: int | None = Field(None, gt=0)
-    batch_size: int = Field(250, gt=0)
-
-
-class ExportFields(Section):
-    test_subset: int | None = Field(
-        None, gt=0, description="test images the export's outputs are compared on"
-    )
-
-
-class RuntimeFields(Section):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
-    # One thread is what a quiet measurement can reproduce; raise it to time a server.
-    threads: int = Field(1, gt=0, le=4096)
-    repetitions: int = Field(20, ge=3, description="interleaved timed calls per format")
-    warmup: int = Field(3, ge=0)
-    formats: list[Literal["auto", "dense", "sparse", "exported", "hybrid", "onnxruntime"]] = Field(
-        default_factory=lambda: ["auto"],
-        description="auto: every format, ONNX Runtime where it is installed",
-    )
-    synthetic: list[float] = Field(
-        default_factory=list,
-        description="extra sparsities pruned from the last level's weights (not trained)",
-    )
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(b <= 0 for b in v):
-            raise ValueError(f"batch sizes must be positive, got {v}")
-        return v
-
-    @field_validator("formats")
-    @classmethod
-    def _some_format(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("name at least one format (or auto)")
-        return v
-
-    @field_validator("synthetic")
-    @classmethod
-    def _sparsities(cls, v: list[float]) -> list[float]:
-        if any(not 0 < s < 1 for s in v):
-            raise ValueError(f"synthetic sparsities must lie in (0, 1), got {v}")
-        return v
-
-
-class AnalysisSection(Section):
-    zeroing: ZeroingSection = Field(default_factory=ZeroingSection)
-    connectivity: ConnectivityFields = Field(default_factory=ConnectivityFields)
-    export: ExportFields = Field(default_factory=ExportFields)
-    runtime: RuntimeFields = Field(default_factory=RuntimeFields)
-    similarity: SimilarityFields = Field(default_factory=SimilarityFields)
-    weights: WeightsFields = Field(default_factory=WeightsFields)
 
 
 class ReportSection(Section):

@@ -9,25 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunescope.analysis.registry import analyses
+from prunescope.analysis.registry import FindingInputs, Plugins, analyses, report_parts
 from prunescope.analysis.tables import COLUMNS, has_table, read_table
 from prunescope.config import Config
 from prunescope.data.registry import dataset_spec
 from prunescope.errors import RunDirError
 from prunescope.report import findings as F
-from prunescope.report.figures import (
-    accuracy,
-    connectivity,
-    controls,
-    export,
-    group_sparsity,
-    neuron_sparsity,
-    runtime,
-    similarity,
-    stage_sparsity,
-    weights,
-    zeroing,
-)
 from prunescope.report.figures.common import FigureFile, FigureInputs, RunSeries
 from prunescope.report.page import render_page
 from prunescope.report.replicates import accuracy_band, replicate_groups, require_replicates
@@ -38,21 +25,6 @@ from prunescope.rundir.layout import CONFIG, REPORT, RunDir
 from prunescope.rundir.session import WriteSession, open_run_dir
 
 log = logging.getLogger("prunescope")
-
-# figure module -> the tables it draws from (it is drawn when any of them has rows)
-FIGURES = [
-    (accuracy, ("accuracy",)),
-    (weights, ("weight_hist",)),
-    (stage_sparsity, ("sparsity_layers",)),
-    (group_sparsity, ("sparsity_groups",)),
-    (neuron_sparsity, ("neuron_sparsity",)),
-    (zeroing, ("zeroing", "zeroing_output")),
-    (similarity, ("similarity",)),
-    (connectivity, ("connectivity",)),
-    (controls, ("accuracy",)),  # draws nothing without control branches
-    (export, ("export",)),
-    (runtime, ("runtime", "runtime_synthetic")),
-]
 
 
 def load_tables(rd: RunDir) -> dict[str, pd.DataFrame]:
@@ -70,17 +42,32 @@ def stage_order(rd: RunDir, cfg: Config, tables: dict[str, pd.DataFrame]) -> lis
     return seen
 
 
-def missing_analyses(tables: dict[str, pd.DataFrame]) -> list[str]:
+def missing_analyses(tables: dict[str, pd.DataFrame], plugins: Plugins = ()) -> list[str]:
     """The default analyses that feed a figure and have written no row yet, in registry
     order (one table of an analysis may be empty by design: layer groups of a CNN)."""
-    drawn = {t for _, needs in FIGURES for t in needs}
     return [
         name
-        for name, spec in analyses().items()
+        for name, spec in analyses(plugins).items()
         if spec.default
-        and drawn & set(spec.tables)
+        and {t for f in spec.figures for t in f.needs} & set(spec.tables)
         and not any(has_rows(tables, t) for t in spec.tables)
     ]
+
+
+def findings(inp: FindingInputs, plugins: Plugins = ()) -> dict:
+    """``summary.json``'s findings: every report part's, in registry order."""
+    summary: dict = {}
+    for part in report_parts(plugins):
+        if part.finding is not None:
+            summary.update(part.finding(inp))
+    return summary
+
+
+def headline(summary: dict, plugins: Plugins = ()) -> dict[str, float | None]:
+    """One number per finding, to compare runs and seeds side by side."""
+    return {
+        key: h.value(summary) for part in report_parts(plugins) for key, h in part.headlines.items()
+    }
 
 
 def has_rows(tables: dict[str, pd.DataFrame], name: str) -> bool:
@@ -191,16 +178,21 @@ def run_summaries(
     for label, (other_rd, other_cfg) in zip(labels, opened, strict=True):
         tables = load_tables(other_rd)
         order = stage_order(other_rd, other_cfg, tables)
-        summary = F.all_findings(tables, order, list(other_cfg.imp.exclude or []), margin)
-        out.append({"label": label, "seed": other_cfg.seed, "headline": F.headline(summary)})
+        crit = F.critical_sparsity(tables["accuracy"], margin)
+        plugins = other_cfg.analysis.plugins
+        inp = FindingInputs(tables, order, list(other_cfg.imp.exclude or []), crit)
+        summary = findings(inp, plugins)
+        out.append({"label": label, "seed": other_cfg.seed, "headline": headline(summary, plugins)})
     return out
 
 
-def draw_figures(inputs: FigureInputs, out: Path) -> list[FigureFile]:
+def draw_figures(inputs: FigureInputs, out: Path, plugins: Plugins = ()) -> list[FigureFile]:
+    """Every report part's figures whose tables have rows, in registry order."""
     figures: list[FigureFile] = []
-    for module, needs in FIGURES:
-        if any(has_rows(inputs.tables, n) for n in needs):
-            figures += module.draw(inputs, out / "figures")
+    for part in report_parts(plugins):
+        for figure in part.figures:
+            if any(has_rows(inputs.tables, n) for n in figure.needs):
+                figures += figure.draw(inputs, out / "figures")
     return figures
 
 
@@ -226,12 +218,12 @@ def report_inputs(
     exclude = list(cfg.imp.exclude or [])
     model = described(rd, cfg)
     types = model["layer_types"]
-    summary = F.all_findings(tables, order, exclude, margin, types)
+    branches = control_tables(rd)
+    crit = F.critical_sparsity(tables["accuracy"], margin)
+    inp = FindingInputs(tables, order, exclude, crit, types, branches)
+    summary = findings(inp, cfg.analysis.plugins)
     summary["batchnorm"] = model["batchnorm"]
     opened = open_runs(run_dirs, rd, cfg)
-    branches = control_tables(rd)
-    if branches:
-        summary["controls"] = F.controls_finding(tables["accuracy"], branches, order, exclude)
     runs = run_series(run_dirs, opened, margin, replicates) + control_series(branches, margin)
     per_run = run_summaries(run_dirs, opened, margin) if len(run_dirs) > 1 else []
     figures = FigureInputs(
@@ -248,6 +240,7 @@ def report_inputs(
         hardware=hardware(rd),
         metric=dataset_spec(cfg.data.name).metric,
         batchnorm=summary["batchnorm"],
+        summary=summary,
     )
     return ReportInputs(tables, summary, runs, per_run, figures)
 
@@ -257,9 +250,10 @@ def build_report(
 ) -> dict:
     made = report_inputs(run_dirs, rd, cfg, replicates)
     tables, summary, runs, per_run = made.tables, made.summary, made.runs, made.per_run
-    figures = draw_figures(made.figures, out)
+    plugins = cfg.analysis.plugins
+    figures = draw_figures(made.figures, out, plugins)
     skipped = dict(rd.manifest.get("skipped_analyses") or {})
-    missing = [name for name in missing_analyses(tables) if name not in skipped]
+    missing = [name for name in missing_analyses(tables, plugins) if name not in skipped]
     if missing:
         log.info(
             "report: no %s tables yet, their figures are left out; fill them with: "

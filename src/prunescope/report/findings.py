@@ -34,6 +34,11 @@ import numpy as np
 import pandas as pd
 
 
+def share(num: int | None, den: int | None) -> float | None:
+    """``num`` of ``den`` as a fraction (None without a denominator)."""
+    return None if not den else (num or 0) / den
+
+
 def _f(x: Any) -> float | None:
     """A JSON-safe float: NaN and infinities become None."""
     if x is None:
@@ -391,62 +396,6 @@ def group_finding(groups: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def all_findings(
-    tables: dict[str, pd.DataFrame],
-    stage_order: list[str],
-    exclude: list[str],
-    margin: float,
-    layer_types: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    crit = critical_sparsity(tables["accuracy"], margin)
-    level = crit["level"]
-    out: dict[str, Any] = {"critical_sparsity": crit}
-    if "sparsity_layers" in tables:
-        out["later_stages_pruned_more"] = stage_order_finding(
-            tables["sparsity_layers"], stage_order, exclude, level
-        )
-    groups = tables.get("sparsity_groups", pd.DataFrame())
-    if not groups.empty and (groups["level"] > 0).any():
-        out["layer_groups"] = group_finding(groups)
-    if "dead_neurons" in tables and "neuron_sparsity" in tables:
-        out["fully_pruned_neurons"] = dead_neuron_finding(
-            tables["dead_neurons"], tables["neuron_sparsity"], exclude
-        )
-    if "zeroing" in tables and not tables["zeroing"].empty:
-        out["zeroing_spread"] = zeroing_spread_finding(tables["zeroing"], level)
-    if "bn_constants" in tables and not tables["bn_constants"].empty:
-        out["bn_constant"] = bn_constant_finding(tables["bn_constants"], stage_order)
-    if (
-        not tables.get("zeroing", pd.DataFrame()).empty
-        and not tables.get("zeroing_output", pd.DataFrame()).empty
-    ):
-        out["zeroing_modes"] = zeroing_modes_finding(tables["zeroing"], tables["zeroing_output"])
-    if not tables.get("export", pd.DataFrame()).empty:
-        out["export"] = export_finding(tables["export"])
-    if not tables.get("runtime", pd.DataFrame()).empty:
-        layers = (
-            pd.concat(
-                [
-                    t
-                    for t in (tables.get("runtime_layers"), tables.get("runtime_layers_synthetic"))
-                    if t is not None
-                ],
-                ignore_index=True,
-            )
-            if tables.get("runtime_layers") is not None
-            else pd.DataFrame()
-        )
-        out["runtime"] = runtime_finding(tables["runtime"], layers, layer_types or {})
-    if not tables.get("connectivity", pd.DataFrame()).empty:
-        out["connectivity"] = connectivity_finding(tables["connectivity"], level)
-    if "similarity" in tables:
-        out["similarity_to_baseline"] = {
-            m: similarity_finding(tables["similarity"], stage_order, m, level)
-            for m in sorted(tables["similarity"]["metric"].unique())
-        }
-    return out
-
-
 def controls_finding(
     accuracy: pd.DataFrame,
     controls: dict[str, dict[str, pd.DataFrame]],
@@ -482,35 +431,6 @@ def controls_finding(
             )
         out[kind] = entry
     return out
-
-
-def headline(summary: dict[str, Any]) -> dict[str, float | None]:
-    """One number per finding, to compare runs and seeds side by side."""
-    crit = summary.get("critical_sparsity") or {}
-    st = summary.get("later_stages_pruned_more") or {}
-    dn = summary.get("fully_pruned_neurons") or {}
-    zs = (summary.get("zeroing_spread") or {}).get("spreads") or {}
-    cka = (summary.get("similarity_to_baseline") or {}).get("cka") or {}
-    conn = (summary.get("connectivity") or {}).get("previous") or {}
-
-    def share(num: int | None, den: int | None) -> float | None:
-        return None if not den else (num or 0) / den
-
-    return {
-        "critical_sparsity": crit.get("network_sparsity"),
-        "stage_rho": st.get("mean_rho"),
-        "stage_rises_share": share(
-            st.get("levels_later_stages_pruned_more"), st.get("levels_considered")
-        ),
-        "fully_pruned_last": dn.get("last_level_fully_pruned"),
-        "zeroing_std_rho": (zs.get("std") or {}).get("rho"),
-        "zeroing_iqr_rho": (zs.get("iqr") or {}).get("rho"),
-        "cka_rho": cka.get("mean_rho"),
-        "cka_falls_share": share(
-            cka.get("levels_later_stages_less_similar"), cka.get("levels_considered")
-        ),
-        "connected_share": share(conn.get("levels_connected"), conn.get("levels_considered")),
-    }
 
 
 def crossover(points: pd.DataFrame) -> float | None:

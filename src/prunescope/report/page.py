@@ -15,11 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from prunescope.analysis.registry import Plugins, SentenceInputs, report_parts
 from prunescope.config import Config
 from prunescope.data.registry import dataset_spec
 from prunescope.models.inventory import dense_by_type
 from prunescope.report.figures.common import FigureFile, RunSeries
-from prunescope.report.sentences import finding_sentences, pct
+from prunescope.report.sentences import pct
 from prunescope.rundir.layout import RunDir, level_name
 from prunescope.wording import plural
 
@@ -76,38 +77,31 @@ def runs_table(runs: list[RunSeries]) -> str:
     )
 
 
-HEADLINES = {
-    "critical_sparsity": ("critical sparsity", "pct"),
-    "stage_rho": ("1: mean ρ stage vs sparsity", "num"),
-    "stage_rises_share": ("1: levels where later stages are pruned more", "pct"),
-    "fully_pruned_last": ("2: fully pruned neurons, last level", "int"),
-    "zeroing_std_rho": ("3: ρ sparsity vs zeroing std", "num"),
-    "zeroing_iqr_rho": ("3: ρ sparsity vs zeroing IQR", "num"),
-    "cka_rho": ("4: mean ρ stage vs CKA", "num"),
-    "cka_falls_share": ("4: levels where later stages are less similar", "pct"),
-    "connected_share": ("levels in one basin with the previous", "pct"),
-}
-
-
 def _cell(value: float | None, kind: str) -> str:
     if value is None:
         return "n/a"
     return pct(value, 0) if kind == "pct" else str(int(value)) if kind == "int" else f"{value:.2f}"
 
 
-def per_run_table(per_run: list[dict]) -> str:
+def headlines(plugins: Plugins = ()) -> dict[str, tuple[str, str]]:
+    """key -> (column label, kind) of every report part's headline numbers."""
+    return {k: (h.label, h.kind) for p in report_parts(plugins) for k, h in p.headlines.items()}
+
+
+def per_run_table(per_run: list[dict], plugins: Plugins = ()) -> str:
     """Each finding's headline number per run (and seed), with mean ± sd over the runs."""
     if len(per_run) < 2:
         return ""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in HEADLINES.values())
+    columns = headlines(plugins)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns.values())
     rows = []
     for r in per_run:
         cells = "".join(
-            f"<td>{_cell(r['headline'].get(k), kind)}</td>" for k, (_, kind) in HEADLINES.items()
+            f"<td>{_cell(r['headline'].get(k), kind)}</td>" for k, (_, kind) in columns.items()
         )
         rows.append(f"<tr><td>{html.escape(r['label'])} (seed {r['seed']})</td>{cells}</tr>")
     spread = []
-    for k, (_, kind) in HEADLINES.items():
+    for k, (_, kind) in columns.items():
         values = [r["headline"].get(k) for r in per_run if r["headline"].get(k) is not None]
         if len(values) < 2:
             spread.append("<td></td>")
@@ -189,9 +183,12 @@ def render_page(
     data = f"{cfg.data.name} (synthetic data)" if spec.synthetic else cfg.data.name
     title = f"prunescope: {cfg.model.name} on {data}"
     pruned = sorted(int(lv) for lv in tables["accuracy"]["level"] if lv > 0)
+    sentences = SentenceInputs(summary, pruned, summary.get("batchnorm", True))
     findings = "\n".join(
         f"<li><b>{html.escape(head)}</b> {html.escape(text)}</li>"
-        for head, text in finding_sentences(summary, pruned)
+        for part in report_parts(cfg.analysis.plugins)
+        if part.sentences is not None
+        for head, text in part.sentences(sentences)
     )
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -215,7 +212,7 @@ does not narrow; representations stay similar to the dense network.</p>
 {level_rows(rd, tables, crit.get("level"))}
 </table>
 {runs_table(runs)}
-{per_run_table(per_run or [])}
+{per_run_table(per_run or [], cfg.analysis.plugins)}
 <h2>Figures</h2>
 {figures_html(figures, out, missing or [], rd.root, rd.manifest.get("skipped_analyses"))}
 <h2>Config</h2>

@@ -255,33 +255,3 @@ def runtime_sentence(rt: dict[str, Any]) -> Finding:
         f"The paper's dense-early/sparse-late proposal, as the hybrid of the faster format per "
         f"stage, {'pays' if pays else 'does not pay'} end to end on this machine at that level.",
     )
-
-
-def finding_sentences(summary: dict[str, Any], pruned_levels: list[int]) -> list[Finding]:
-    """Every finding the summary holds, in the paper's order."""
-    crit = summary["critical_sparsity"]
-    bn = summary.get("batchnorm", True)  # what the wording of BatchNorm caveats needs
-    out = [critical_finding(crit, pruned_levels)]
-    if (st := summary.get("later_stages_pruned_more")) is not None:
-        out.append(stage_order_finding(st, crit.get("level")))
-    if gf := summary.get("layer_groups"):
-        out.append(group_sentence(gf))
-    if (dn := summary.get("fully_pruned_neurons")) and dn["per_level"]:
-        out.append(dead_neuron_finding(dn))
-    if (zs := summary.get("zeroing_spread")) and zs["levels_considered"]:
-        out.append(zeroing_spread_finding(zs))
-    if bn := summary.get("bn_constant"):
-        out.append(bn_constant_finding(bn, summary.get("zeroing_modes")))
-    for metric in ("cosine", "cka"):
-        sm = (summary.get("similarity_to_baseline") or {}).get(metric)
-        if sm and sm["levels_considered"]:
-            out.append(similarity_finding(metric, sm, bn))
-    if (cf := summary.get("connectivity")) and cf["previous"]["levels_considered"]:
-        out.append(connectivity_finding(cf, bn))
-    if ex := summary.get("export"):
-        out.append(export_sentence(ex))
-    if (rt := summary.get("runtime")) and rt["ratios"]:
-        out.append(runtime_sentence(rt))
-    if controls := summary.get("controls"):
-        out.append(controls_finding(controls))
-    return out

@@ -11,13 +11,19 @@ labelled by that name, never mixed with the run's levels.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import pandas as pd
 import torch
+from pydantic import Field, field_validator
 
-from prunescope.analysis.registry import AnalysisSpec, register_analysis
+from prunescope.analysis.registry import AnalysisSpec, Figure, FindingInputs, register_analysis
+from prunescope.config.schema import Section
 from prunescope.errors import Unsupported, UserInputError
 from prunescope.models.probe import samples_independent
+from prunescope.report import findings as F
+from prunescope.report import sentences as S
+from prunescope.report.figures import runtime as runtime_figure
 from prunescope.runtime.formats import FORMATS
 from prunescope.runtime.measure import Settings, measure_batch, say_once
 from prunescope.training.precision import apply_threads, usable_threads
@@ -49,6 +55,43 @@ LAYER_COLUMNS = [
     "batch_size",
     "latency_ms",
 ]
+
+
+class RuntimeSettings(Section):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    # One thread is what a quiet measurement can reproduce; raise it to time a server.
+    threads: int = Field(1, gt=0, le=4096)
+    repetitions: int = Field(20, ge=3, description="interleaved timed calls per format")
+    warmup: int = Field(3, ge=0)
+    formats: list[Literal["auto", "dense", "sparse", "exported", "hybrid", "onnxruntime"]] = Field(
+        default_factory=lambda: ["auto"],
+        description="auto: every format, ONNX Runtime where it is installed",
+    )
+    synthetic: list[float] = Field(
+        default_factory=list,
+        description="extra sparsities pruned from the last level's weights (not trained)",
+    )
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(b <= 0 for b in v):
+            raise ValueError(f"batch sizes must be positive, got {v}")
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _some_format(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one format (or auto)")
+        return v
+
+    @field_validator("synthetic")
+    @classmethod
+    def _sparsities(cls, v: list[float]) -> list[float]:
+        if any(not 0 < s < 1 for s in v):
+            raise ValueError(f"synthetic sparsities must lie in (0, 1), got {v}")
+        return v
 
 
 def available_formats(wanted: list[str]) -> tuple[str, ...]:
@@ -186,6 +229,15 @@ def runtime_tables(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:
     }
 
 
+def _finding(inp: FindingInputs) -> dict:
+    if not inp.has("runtime"):
+        return {}
+    parts = [inp.tables.get(t) for t in ("runtime_layers", "runtime_layers_synthetic")]
+    parts = [t for t in parts if t is not None]
+    layers = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return {"runtime": F.runtime_finding(inp.tables["runtime"], layers, inp.layer_types)}
+
+
 register_analysis(
     AnalysisSpec(
         name="runtime",
@@ -198,7 +250,15 @@ register_analysis(
             "runtime_layers_synthetic": LAYER_COLUMNS,
         },
         compute=runtime_tables,
-        settings=lambda cfg: {**cfg.analysis.runtime.model_dump(), "device": cfg.device},
+        settings=RuntimeSettings,
+        depends_on=lambda cfg: {**cfg.analysis.runtime.model_dump(), "device": cfg.device},
         default=False,
+        finding=_finding,
+        sentences=lambda s: (
+            [S.runtime_sentence(s.summary["runtime"])]
+            if (s.summary.get("runtime") or {}).get("ratios")
+            else []
+        ),
+        figures=(Figure(runtime_figure.draw, ("runtime", "runtime_synthetic")),),
     )
 )

@@ -83,6 +83,7 @@ class FigureInputs:
     hardware: str = "this machine"
     metric: str = "top-1 accuracy"  # what "accuracy" means for the dataset
     batchnorm: bool = True  # the model has BatchNorm (captions say what it changes)
+    summary: dict = field(default_factory=dict)  # the findings: figures read, never recompute
 
 
 @dataclass

@@ -22,7 +22,7 @@ REFERENCES = {"previous": "to the previous level", "baseline": "to the dense net
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     conn = inp.tables["connectivity"]
-    found = connectivity_finding(conn)
+    found = inp.summary.get("connectivity") or connectivity_finding(conn)
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 2.8), layout="constrained")
     levels = sorted(conn["level"].unique())
     cmap = plt.get_cmap("viridis")

@@ -24,7 +24,9 @@ STYLES = {"random_reinit": ("-", "o"), "random_mask": ("--", "s"), "random_globa
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     if not inp.controls:
         return []
-    found = controls_finding(inp.tables["accuracy"], inp.controls, inp.stage_order, inp.exclude)
+    found = inp.summary.get("controls") or controls_finding(
+        inp.tables["accuracy"], inp.controls, inp.stage_order, inp.exclude
+    )
     fig, (gap_ax, st_ax) = plt.subplots(1, 2, figsize=(WIDTH, 3.0), layout="constrained")
     top = float(inp.tables["accuracy"]["network_sparsity"].max())
     for kind, c in found.items():

@@ -53,6 +53,8 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         ],
         ignore_index=True,
     )
+    # the run's levels and the synthetic sparsities together: the page's finding states
+    # the run's levels only, the figure shows both (labelled)
     found = runtime_finding(runtime, layers, inp.layer_types)
     ratios = pd.DataFrame(found["ratios"])
     batches = sorted(ratios["batch_size"].unique())
