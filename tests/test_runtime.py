@@ -144,7 +144,7 @@ def test_a_level_analysed_twice_gives_the_same_table_but_for_timings(analysed_ru
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--formats", "dense,turbo"], "analysis.runtime.formats.1 = 'turbo'"),
+        (["--formats", "dense,turbo"], "unknown format 'turbo'; choose auto or dense"),
         (["--batch-sizes", "0,4"], "batch sizes must be positive"),
         (["--device", "cuda"], "no CUDA GPU"),
     ],

@@ -41,6 +41,24 @@ class LazyHelp(str):
         return self.make()
 
 
+def branch_kinds_help() -> str:
+    from prunescope.branch import KINDS
+
+    return "; ".join(f"{k.name}: {k.description}" for k in KINDS.values())
+
+
+def executors_help() -> str:
+    from prunescope.sweep import EXECUTORS
+
+    return f"one of {', '.join(EXECUTORS)} (default local)"
+
+
+def formats_help() -> str:
+    from prunescope.runtime.formats import FORMATS
+
+    return "some of: " + "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values())
+
+
 def only_help() -> str:
     from prunescope.analysis.registry import only_help as text
 
@@ -315,16 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "branch",
-        help="a control of a complete run: random_reinit, random_mask or random_global",
+        help="a lottery control of a complete run (see KIND)",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument(
-        "kind",
-        metavar="KIND",
-        help="random_reinit (the run's masks, new initial weights), random_mask (random masks "
-        "with the run's per-layer sparsities), random_global (random masks with its network "
-        "sparsity)",
-    )
+    p.add_argument("kind", metavar="KIND", help=LazyHelp(branch_kinds_help))
     p.add_argument("--no-analyze", action="store_true", help="train only")
     add_set_arg(
         p, "change where or how fast it runs, e.g. --set threads=1 (the run's own settings stay)"
@@ -340,9 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", metavar="1,64", help="batch sizes to time (default 1,64)")
     p.add_argument("--threads", type=int, metavar="N", help="torch (and ONNX Runtime) threads")
     p.add_argument("--device", metavar="cpu|cuda", help="where to time it")
-    p.add_argument(
-        "--formats", metavar="A,B", help="some of dense,sparse,exported,hybrid,onnxruntime"
-    )
+    p.add_argument("--formats", metavar="A,B", help=LazyHelp(formats_help))
     p.add_argument(
         "--synthetic", metavar="0.9,0.98", help="also these sparsities, pruned from the last level"
     )
@@ -383,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="SWEEP.toml|status", help="a sweep file, or 'status'")
     p.add_argument("sweep_dir", nargs="?", type=Path, metavar="SWEEP_DIR", help=argparse.SUPPRESS)
-    p.add_argument("--executor", default="local", choices=["local", "slurm"], help="default local")
+    p.add_argument("--executor", default="local", help=LazyHelp(executors_help))
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs at a time (default 1)")
     p.add_argument(
         "--dir", type=Path, metavar="SWEEP_DIR", help="default: the sweep file's path without .toml"

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prunescope.inits import INITS
+
 # 0.8**k must stay representable and k levels must leave at least one weight in any
 # realistic network: past ~60 levels of rate 0.2 fewer than 1e-6 of the weights remain.
 MAX_LEVELS = 60
@@ -27,7 +29,7 @@ class ModelSection(Section):
         "resnet20",
         description="a name from `prunescope models`, or your factory as package.module:function",
     )
-    init: Literal["fan_out", "fan_in", "torch_default"] = Field(
+    init: Literal[tuple(INITS)] = Field(  # type: ignore[valid-type]
         "fan_out",
         description="convolution init: He by fan-out (default), He by fan-in (OpenLTH), or "
         "PyTorch's default (what code without an explicit init gets)",

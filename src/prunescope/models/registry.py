@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from prunescope.errors import UserInputError
+from prunescope.inits import INITS
 
 # DESIGN §13: a prunable layer is a Linear or a convolution (plus the types a model lists
 # in its ``prunable_types`` attribute, which ``imp.prunable_types`` fills); a neuron is an
@@ -149,13 +150,6 @@ def check_stages(model: nn.Module) -> None:
         raise AssertionError(
             f"stage map of {type(model).__name__} is wrong: missing {missing}, unknown {extra}"
         )
-
-
-# Initialisation schemes (model.init). IMP ranks magnitudes that, with an early rewind
-# point, still carry the initial scale, so the scheme can decide which layers are pruned
-# first: He init scaled by fan-out (this project's default, as torchvision's ResNets) gives
-# the stem and stride-2 convolutions small weights; by fan-in (OpenLTH) it does not.
-INITS = ("fan_out", "fan_in", "torch_default")
 
 
 def build_model(

@@ -11,7 +11,6 @@ labelled by that name, never mixed with the run's levels.
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import pandas as pd
 import torch
@@ -63,7 +62,7 @@ class RuntimeSettings(Section):
     threads: int = Field(1, gt=0, le=4096)
     repetitions: int = Field(20, ge=3, description="interleaved timed calls per format")
     warmup: int = Field(3, ge=0)
-    formats: list[Literal["auto", "dense", "sparse", "exported", "hybrid", "onnxruntime"]] = Field(
+    formats: list[str] = Field(
         default_factory=lambda: ["auto"],
         description="auto: every format, ONNX Runtime where it is installed",
     )
@@ -84,6 +83,9 @@ class RuntimeSettings(Section):
     def _some_format(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("name at least one format (or auto)")
+        unknown = [f for f in v if f != "auto" and f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown format {unknown[0]!r}; choose auto or {', '.join(FORMATS)}")
         return v
 
     @field_validator("synthetic")
@@ -100,9 +102,9 @@ def available_formats(wanted: list[str]) -> tuple[str, ...]:
     try:
         import onnxruntime  # noqa: F401
 
-        return FORMATS
-    except ImportError:
-        return tuple(f for f in FORMATS if f != "onnxruntime")
+        return tuple(FORMATS)
+    except ImportError:  # auto: every format whose package is there
+        return tuple(name for name, f in FORMATS.items() if not f.optional)
 
 
 def settings_of(cfg) -> Settings:

@@ -15,6 +15,7 @@ import copy
 import io
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,9 +23,45 @@ from torch import nn
 from prunescope.errors import UserInputError
 from prunescope.runtime.sparse_layers import sparse_version
 
-FORMATS = ("dense", "sparse", "exported", "hybrid", "onnxruntime")
-
 Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FormatInputs:
+    """What a format is built from: the masked model, its export (None where the export
+    refused), the layers with a sparse version, the per-stage hybrid choice, the batch (in
+    the model's memory format: ``xd``) and the threads."""
+
+    model: nn.Module
+    exported: nn.Module | None
+    layers: list[str]
+    choice: dict[str, str]
+    x: torch.Tensor
+    xd: torch.Tensor
+    threads: int
+
+
+Built = tuple["nn.Module | None", Runner, torch.Tensor]  # (module, runner, its input)
+
+
+@dataclass(frozen=True)
+class RuntimeFormat:
+    name: str
+    description: str
+    build: Callable[[FormatInputs], Built | None]  # None: not available for this level
+    style: tuple[str, str]  # the run-time figure's line style and marker
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    optional: bool = False  # needs a package that `auto` leaves out when missing
+
+
+FORMATS: dict[str, RuntimeFormat] = {}
+
+
+def register_format(fmt: RuntimeFormat) -> RuntimeFormat:
+    if fmt.name in FORMATS:
+        raise ValueError(f"runtime format {fmt.name!r} registered twice")
+    FORMATS[fmt.name] = fmt
+    return fmt
 
 
 def replace_modules(
@@ -138,3 +175,66 @@ def _tensor_bytes(t: torch.Tensor) -> int:
         parts = [t.values(), t.crow_indices(), t.col_indices()]
         return sum(p.numel() * p.element_size() for p in parts)
     return t.numel() * t.element_size()
+
+
+def _exported(f: FormatInputs) -> Built | None:
+    if f.exported is None:
+        return None
+    e = dense_format(f.exported)
+    return e, e, f.xd
+
+
+def _onnx(f: FormatInputs) -> Built | None:
+    from prunescope.models.probe import samples_independent
+
+    # a graph model reads every node at once: its example is the whole graph
+    example = f.x[:1] if samples_independent(f.model, f.x) else f.x
+    return None, onnx_runner(f.model, example, f.threads), f.x
+
+
+def _same(module: nn.Module, x: torch.Tensor) -> Built:
+    return module, module, x
+
+
+register_format(
+    RuntimeFormat(
+        "dense",
+        "the masked network as trained (channels_last convolutions)",
+        lambda f: _same(dense_format(f.model), f.xd),
+        ("-", "o"),
+    )
+)
+register_format(
+    RuntimeFormat(
+        "sparse",
+        "every pruned layer's weight a CSR matrix (layers without a sparse version dense)",
+        lambda f: _same(sparse_format(f.model, f.layers), f.x),
+        ("-", "o"),
+    )
+)
+register_format(
+    RuntimeFormat(
+        "exported",
+        "the structured export: physically smaller, dense",
+        _exported,
+        ("--", "s"),
+    )
+)
+register_format(
+    RuntimeFormat(
+        "hybrid",
+        "per stage, the faster of dense and sparse by the per-layer timings",
+        lambda f: _same(hybrid_format(f.model, f.choice), f.x),
+        ("-.", "^"),
+    )
+)
+register_format(
+    RuntimeFormat(
+        "onnxruntime",
+        "the dense network in ONNX Runtime (pip install 'prunescope[runtime]')",
+        _onnx,
+        (":", "D"),
+        devices=("cpu",),
+        optional=True,
+    )
+)

@@ -24,15 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunescope.models.probe import samples_independent
 from prunescope.runtime.formats import (
+    FORMATS,
+    FormatInputs,
     FormatUnavailable,
     channels_last,
     choose_hybrid,
     dense_format,
-    hybrid_format,
-    onnx_runner,
-    sparse_format,
     weight_bytes,
 )
 from prunescope.runtime.sparse_layers import (
@@ -212,23 +210,19 @@ def measure_batch(
         reference = dense(xd).float()
     layer_ms = time_layers(model, layers, x, s)
     choice = choose_hybrid(layer_ms, stage_of)
-    built: dict[str, tuple[nn.Module | None, Runner, torch.Tensor]] = {"dense": (dense, dense, xd)}
-    if "sparse" in s.formats:
-        m = sparse_format(model, layers)
-        built["sparse"] = (m, m, x)
-    if "exported" in s.formats and exported is not None:
-        e = dense_format(exported)
-        built["exported"] = (e, e, xd)
-    if "hybrid" in s.formats:
-        h = hybrid_format(model, choice)
-        built["hybrid"] = (h, h, x)
-    if "onnxruntime" in s.formats and device.type == "cpu":
-        # a graph model reads every node at once: its example is the whole graph
-        example = x[:1] if samples_independent(model, x) else x
+    inputs = FormatInputs(model, exported, layers, choice, x, xd, s.threads)
+    built = {"dense": (dense, dense, xd)}  # the reference every format is checked against
+    for name in s.formats:
+        fmt = FORMATS[name]
+        if name == "dense" or device.type not in fmt.devices:
+            continue
         try:
-            built["onnxruntime"] = (None, onnx_runner(model, example, s.threads), x)
+            made = fmt.build(inputs)
         except FormatUnavailable as exc:
-            say_once(f"runtime: onnxruntime left out: {str(exc)[:200]}")
+            say_once(f"runtime: {name} left out: {str(exc)[:200]}")
+            continue
+        if made is not None:
+            built[name] = made
     diffs = {name: check(run, inp, reference) for name, (_, run, inp) in built.items()}
     scale = float(reference.abs().max()) or 1.0
     right = {n for n, d in diffs.items() if d <= TOLERANCE * scale}

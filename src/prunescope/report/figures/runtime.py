@@ -18,13 +18,9 @@ from prunescope.report.figures.common import (
     sparsity_axis,
 )
 from prunescope.report.findings import runtime_finding
+from prunescope.runtime.formats import FORMATS
 
-STYLE = {
-    "sparse": ("-", "o"),
-    "exported": ("--", "s"),
-    "hybrid": ("-.", "^"),
-    "onnxruntime": (":", "D"),
-}
+STYLE = {name: f.style for name, f in FORMATS.items() if name != "dense"}
 TYPES = {"3x3 conv": "o", "1x1 conv": "s", "linear": "^", "grouped conv": "D", "other": "x"}
 
 
