@@ -17,7 +17,8 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from prunescope.config.schema import AnalysisSection, Config
+from prunescope.config.analysis_sections import collecting
+from prunescope.config.schema import AnalysisSection, Config, ImpSection
 from prunescope.errors import ConfigError
 from prunescope.trust import code_names, vouch
 
@@ -113,12 +114,17 @@ def known_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys.extend(known_keys(ann, f"{full}."))
+    sections = {}
     if model is AnalysisSection:
-        from prunescope.analysis.registry import settings_models
-
-        for name, section in settings_models().items():
-            keys.append(f"{prefix}{name}")
-            keys.extend(known_keys(section, f"{prefix}{name}."))
+        from prunescope.analysis.registry import settings_models as sections_of
+    elif model is ImpSection:
+        from prunescope.pruning.registry import settings_models as sections_of
+    else:
+        sections_of = dict
+    sections = sections_of()
+    for name, section in sections.items():
+        keys.append(f"{prefix}{name}")
+        keys.extend(known_keys(section, f"{prefix}{name}."))
     return keys
 
 
@@ -194,10 +200,16 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
 
 
 def validate(data: dict[str, Any]) -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+    """The config, or one :class:`ConfigError` holding a line for every bad field (the
+    registered sections' included: :mod:`prunescope.config.analysis_sections`)."""
+    with collecting() as section_errors:
+        try:
+            cfg = Config.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc) + section_errors) from None
+    if section_errors:
+        raise ConfigError(section_errors)
+    return cfg
 
 
 def build_config(

@@ -168,24 +168,17 @@ class TrainSection(Section):
         return v
 
 
-class CompleteFields(Section):
-    threshold: float = Field(
-        0.9, gt=0, le=1, description="fan-in sparsity at which a neuron loses its last weights"
-    )
-
-
-class GroupFields(Section):
-    share: float = Field(
-        0.5, gt=0, le=1, description="share of each level's budget spent on whole neurons"
-    )
-
-
 class NeuronAxes(Section):
     weight: int = Field(0, ge=-8, le=7, description="axis of the weight that indexes neurons")
     output: int = Field(-1, ge=-8, le=7, description="axis of the output that does")
 
 
 class ImpSection(Section):
+    """``[imp]``; each pruning method's own settings are the section named after it
+    (``imp.complete``, ``imp.group``), whose model the method registers with itself."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
     levels: int = Field(18, ge=0, le=MAX_LEVELS, description="pruning levels after the dense one")
     rate: float = Field(
         0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per level"
@@ -203,8 +196,6 @@ class ImpSection(Section):
     )
     scope: Literal["global", "layerwise"] = "global"
     method: str = Field("magnitude", description="a pruning method: magnitude, complete, group")
-    complete: CompleteFields = Field(default_factory=CompleteFields)
-    group: GroupFields = Field(default_factory=GroupFields)
     prune_fanout: bool = Field(
         False, description="also prune what reads an emptied neuron, in the same budget"
     )
@@ -220,6 +211,13 @@ class ImpSection(Section):
         "output = axis of its output that does}; GPT-2's Conv1D is known ({weight = 1, "
         "output = -1})",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_sections(cls, data: object) -> object:
+        from prunescope.config.analysis_sections import method_sections
+
+        return method_sections(data, set(cls.model_fields))
 
     @field_validator("method")
     @classmethod
@@ -249,12 +247,12 @@ class AnalysisSection(Section):
         "only when you vouch for them, as a user model is",
     )
 
-    @model_validator(mode="after")
-    def _sections(self) -> AnalysisSection:
-        from prunescope.config.analysis_sections import validate_sections
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: object) -> object:
+        from prunescope.config.analysis_sections import analysis_sections
 
-        validate_sections(self)
-        return self
+        return analysis_sections(data, set(cls.model_fields))
 
 
 class ReportSection(Section):

@@ -18,10 +18,18 @@ magnitude step removes correspondingly fewer. Concretely, per budget group:
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
+from prunescope.config.schema import Section
 from prunescope.pruning.magnitude import Flat, n_to_prune
 from prunescope.pruning.masks import Masks
 from prunescope.pruning.registry import PruneInput, PruningMethod, register_method
+
+
+class CompleteSettings(Section):
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="fan-in sparsity at which a neuron loses its last weights"
+    )
 
 
 def _rows(mask: torch.Tensor) -> torch.Tensor:
@@ -106,5 +114,6 @@ register_method(
         "imp.complete.threshold, within the same budget",
         complete_step,
         complete_naive,
+        settings=CompleteSettings,
     )
 )

@@ -16,10 +16,18 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 
+from prunescope.config.schema import Section
 from prunescope.pruning.magnitude import Flat, n_to_prune
 from prunescope.pruning.masks import Masks
 from prunescope.pruning.registry import PruneInput, PruningMethod, register_method
+
+
+class GroupSettings(Section):
+    share: float = Field(
+        0.5, gt=0, le=1, description="share of each level's budget spent on whole neurons"
+    )
 
 
 def group_budget(n: int, share: float) -> int:
@@ -114,5 +122,6 @@ register_method(
         "weights first), the rest on the smallest single weights",
         group_step,
         group_naive,
+        settings=GroupSettings,
     )
 )

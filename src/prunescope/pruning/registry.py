@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import BaseModel
 
+from prunescope.config.schema import ImpSection
 from prunescope.errors import UserInputError
 from prunescope.pruning.masks import Masks
 
@@ -29,7 +31,7 @@ class PruneInput:
     masks: Masks
     rate: float
     scope: str = "global"
-    settings: object = None  # the config's ImpSection
+    settings: ImpSection | None = None  # [imp]; a method's own settings: settings.<method>
     consumers: dict = field(default_factory=dict)  # layer key -> [(consumer key, span)]
 
     @property
@@ -50,6 +52,7 @@ class PruningMethod:
     description: str
     prune: Step
     naive: Step  # the definition, written as plainly as possible: tests compare the two
+    settings: type[BaseModel] | None = None  # its [imp.<name>] section
 
 
 _REGISTRY: dict[str, PruningMethod] = {}
@@ -66,6 +69,11 @@ def methods() -> dict[str, PruningMethod]:
     import prunescope.pruning.methods  # noqa: F401  (registration)
 
     return dict(_REGISTRY)
+
+
+def settings_models() -> dict[str, type[BaseModel]]:
+    """``[imp.<method>]`` sections: each method's settings model."""
+    return {n: m.settings for n, m in methods().items() if m.settings is not None}
 
 
 def method(name: str) -> PruningMethod:
