@@ -74,6 +74,13 @@ class AnalysisContext:
         model, _ = self.level(level)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
+    def rewind_state(self) -> dict[str, torch.Tensor]:
+        """The rewind point's state (CPU): every level starts from it (DESIGN §2)."""
+        from prunescope.rundir.layout import REWIND
+        from prunescope.rundir.level_files import read_state
+
+        return read_state(self.rd, REWIND, model_for(self.cfg))
+
     def fresh_model(self) -> nn.Module:
         """A model of the run's architecture on the analysis device, to load states into."""
         return model_for(self.cfg).to(self.device).eval()
