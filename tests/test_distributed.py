@@ -18,8 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-# An MLP (no BatchNorm, no dropout) in fp32: with the gradient averaged over two equal
-# halves of every batch, a data-parallel step is the one-process step up to rounding.
+# An MLP (no BatchNorm, no dropout) in fp32: with the gradient averaged over the two
+# halves of every batch, each weighted by its examples, a data-parallel step is the
+# one-process step up to rounding. A batch of 63 gives unequal halves (32 and 31), which an
+# unweighted mean over ranks got wrong (issue #22).
 ARGS = [
     "--preset",
     "mlp-digits",
@@ -37,6 +39,8 @@ ARGS = [
     "train.precision=fp32",
     "--set",
     "threads=1",
+    "--set",
+    "train.batch_size=63",
 ]
 
 

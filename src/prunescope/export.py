@@ -204,20 +204,35 @@ def build_smaller(
 
 def _fold(reader: nn.Module, consumer: Consumer, constants: list[tuple[int, float]]) -> None:
     """Add what the removed channels' constants contribute to the reader's bias."""
-    extra = torch.zeros(reader.weight.shape[0], dtype=torch.float64)
+    extra = _folded(reader, consumer, constants)
+    if reader.bias is None:
+        if not _any_nonzero(extra):
+            return  # nothing to fold: no bias where the reader had none
+        # the new bias lives where the reader's weight does, in its dtype
+        reader.bias = nn.Parameter(reader.weight.new_zeros(reader.weight.shape[0]))
+    # an existing bias takes the sum as it is (adding zeros changes no output, and asks
+    # nothing of the device)
+    reader.bias += extra.to(reader.bias.dtype)
+
+
+def _folded(reader: nn.Module, consumer: Consumer, constants: list[tuple[int, float]]):
+    """Σ over the removed channels of constant × the reader's weights that meet it, in
+    float64 on the reader's device (a CUDA reader must not meet a CPU sum)."""
+    w = reader.weight
+    extra = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
     for c, value in constants:
         if value == 0.0:
             continue
         if isinstance(reader, nn.Linear):
-            cols = reader.weight[:, c * consumer.span : (c + 1) * consumer.span]
+            cols = w[:, c * consumer.span : (c + 1) * consumer.span]
             extra += value * cols.double().sum(1)
         else:
-            extra += value * reader.weight[:, c].double().sum((1, 2))
-    if not bool(extra.any()):
-        return
-    if reader.bias is None:
-        reader.bias = nn.Parameter(torch.zeros(reader.weight.shape[0], dtype=reader.weight.dtype))
-    reader.bias += extra.to(reader.bias.dtype)
+            extra += value * w[:, c].double().sum((1, 2))
+    return extra
+
+
+def _any_nonzero(t: torch.Tensor) -> bool:
+    return bool(t.any())
 
 
 def _slice_out(m: nn.Module, keep: torch.Tensor) -> None:

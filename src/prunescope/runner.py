@@ -33,7 +33,7 @@ def check_runnable(cfg: Config) -> PreparedData:
     """Everything the config could have told us before a run directory is made: the device
     exists, the data load with the subsets asked for, the model fits the data and leaves
     something to prune, and every analysis subset fits the test set."""
-    resolve_device(cfg.device)
+    distributed.bind(cfg.device)  # under torchrun: one GPU per rank, or refused (cuda:N)
     data = prepare_from_config(cfg)
     model = model_for(cfg).eval()
     x, y = data.probe_batch()
@@ -76,7 +76,7 @@ def follow_run() -> None:
     cfg = Config.model_validate(cfg)
     vouch(code_names(cfg))  # rank 0 imported it under the same command line's trust
     apply_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = distributed.bind(cfg.device)
     done = IMP(cfg, None, device).follow()  # type: ignore[arg-type]
     if done is not None and done.get("analyze"):
         from prunescope.analysis.runner import follow_analyses
@@ -98,7 +98,7 @@ def lead_run(
         with WriteSession(run_dir, cfg, redo_from=redo_from, preflight=check_runnable) as session:
             cfg, rd = session.cfg, session.rd
             check_data(rd, session.prepared, redo_from=redo_from)
-            device = resolve_device(cfg.device)
+            device = distributed.bind(cfg.device)
             threads = apply_threads(cfg.threads)
             imp = IMP(cfg, rd, device, data=session.prepared)
             distributed.broadcast_object(cfg.model_dump(mode="json"))

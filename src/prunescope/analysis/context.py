@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections import OrderedDict
 
 import torch
@@ -19,7 +20,44 @@ from prunescope.rundir.data_check import check_data
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_metrics
 from prunescope.seeding import derive_seed
-from prunescope.training.precision import resolve_precision
+from prunescope.training.precision import has_fast_bf16, resolve_precision
+
+log = logging.getLogger("prunescope")
+_SAID: set[str] = set()
+
+
+def trained_precision(manifest: dict) -> str | None:
+    """The precision the run's completed levels were trained in, as their records say
+    (``levels[k]["precision"]``, written by IMP.save_level); None for a run made before
+    they recorded it. Levels trained in different precisions (a run resumed on another
+    machine) are analysed in fp32, which is at least as exact as either."""
+    found = {
+        record.get("precision")
+        for record in (manifest.get("levels") or {}).values()
+        if record.get("status") == "complete"
+    } - {None}
+    if not found:
+        return None
+    return found.pop() if len(found) == 1 else "fp32"
+
+
+def analysis_precision(manifest: dict, setting: str, device: torch.device) -> str:
+    """The forward passes' precision: the one the levels were trained in, so that an
+    analysis measures the network that was trained (an ``auto`` run trained in bf16 on a
+    GPU and analysed on a CPU stays bf16, and the other way round). Runs that never
+    recorded it resolve ``setting`` on ``device``, as they did when they trained."""
+    recorded = trained_precision(manifest)
+    if recorded is None:
+        return resolve_precision(setting, device)
+    if recorded == "bf16" and not has_fast_bf16(device):
+        message = (
+            f"the levels were trained in bf16: analysing them in bf16 on {device.type}, "
+            f"which has no fast bf16 (slower, but the numbers match the training)"
+        )
+        if message not in _SAID:
+            _SAID.add(message)
+            log.info("%s", message)
+    return recorded
 
 
 class AnalysisContext:
@@ -28,7 +66,7 @@ class AnalysisContext:
         self.cfg = cfg
         self.device = device
         # every analysis runs its forward passes in the precision the run trained in
-        self.precision = resolve_precision(cfg.train.precision, device)
+        self.precision = analysis_precision(rd.manifest, cfg.train.precision, device)
         skeleton = model_for(cfg)
         self.stages: dict[str, list[str]] = dict(skeleton.stages)
         self.stage_of = stage_of_layer(skeleton)

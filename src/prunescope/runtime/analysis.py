@@ -119,11 +119,12 @@ def settings_of(cfg) -> Settings:
 
 
 def synthetic_state(state: dict[str, torch.Tensor], keys: list[str], sparsity: float):
-    """The weights with the smallest global magnitudes zeroed to ``sparsity`` of ``keys``."""
+    """The weights with the smallest global magnitudes zeroed to ``sparsity`` of ``keys``
+    (on the device the state is on: ``runtime --device cuda`` gives a CUDA state)."""
     flat = torch.cat([state[k].reshape(-1).abs() for k in keys])
     n = round(sparsity * flat.numel())
     order = torch.sort(flat, stable=True).indices[:n]
-    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
     keep[order] = False
     out, start = dict(state), 0
     for k in keys:

@@ -4,8 +4,9 @@ Every format runs on the same test images after a warm-up, and the repetitions o
 formats are interleaved (each round runs every format once, in a rotated order), so that
 machine noise hits all of them alike. A format whose output differs from the dense
 network's is reported with its difference and *not* timed. Energy is read where the
-machine exposes a counter (RAPL on a CPU, NVML on a GPU) and left empty otherwise: never
-an estimate. Peak memory is the weights plus the largest total of live allocations during
+machine exposes a counter (RAPL on a CPU, NVML on the run's GPU), over at least half a
+second of back-to-back calls of each format, and left empty otherwise: never an
+estimate. Peak memory is the weights plus the largest total of live allocations during
 one forward pass (torch's profiler on a CPU, the allocator's peak on a GPU); it is not
 measured for ONNX Runtime, whose allocations torch does not see.
 """
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +67,9 @@ def _sync(device: torch.device) -> None:
 def time_interleaved(
     runners: dict[str, Runner], x: torch.Tensor, repetitions: int, warmup: int, energy=None
 ) -> tuple[dict[str, list[float]], dict[str, float | None]]:
-    """Seconds per call of each runner (rounds in a rotated order), and joules per call."""
-    import time
-
+    """Seconds per call of each runner (rounds in a rotated order), and joules per call
+    (``energy``: a counter in joules; each runner measured on its own, see
+    :func:`energy_per_call`)."""
     names = list(runners)
     with torch.inference_mode():
         for _ in range(warmup):
@@ -75,18 +77,71 @@ def time_interleaved(
                 runners[name](x)
         _sync(x.device)
         seconds: dict[str, list[float]] = {n: [] for n in names}
-        joules: dict[str, float] = {n: 0.0 for n in names}
         for r in range(repetitions):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                e0 = energy() if energy else None
                 t0 = time.perf_counter()
                 runners[name](x)
                 _sync(x.device)
                 seconds[name].append(time.perf_counter() - t0)
-                if e0 is not None:
-                    joules[name] += energy() - e0
-    per_call = {n: (joules[n] / repetitions if energy else None) for n in names}
-    return seconds, per_call
+        joules: dict[str, float | None] = {n: None for n in names}
+        if energy is not None:
+            for name in names:
+                run = runners[name]
+                joules[name] = energy_per_call(lambda run=run: _call_synced(run, x), energy)
+    return seconds, joules
+
+
+def _call_synced(run: Runner, x: torch.Tensor) -> None:
+    run(x)
+    _sync(x.device)
+
+
+# NVML's energy counter moves in steps, about every 100 ms (issue #22; torch's
+# power_draw docs give NVML sample periods of 1/6 s to 1 s by GPU), RAPL's about every
+# 1 ms, while one call takes a few ms: read around one call it gives 0 or a whole step.
+# Energy is read over back-to-back calls instead, from one step of the counter to the
+# first step at least ENERGY_WINDOW_S later, so the error is about one batch of calls
+# (POLL_S) at each end, whatever the step.
+ENERGY_WINDOW_S = 0.5
+POLL_S = 0.002  # calls between two reads of the counter last about this long
+
+
+def energy_per_call(
+    call: Callable[[], object],
+    read: Callable[[], float],
+    window_s: float = ENERGY_WINDOW_S,
+    clock: Callable[[], float] | None = None,
+) -> float | None:
+    """Joules per call of ``call`` (which waits for its device): the counter ``read`` from
+    one of its updates to the first update ``window_s`` or more later, over the calls run
+    in between. None where the counter does not move (or wraps around) meanwhile."""
+    clock = clock or time.perf_counter
+    t = clock()
+    call()
+    batch = max(1, math.ceil(POLL_S / max(clock() - t, 1e-9)))
+
+    def run() -> int:
+        for _ in range(batch):
+            call()
+        return batch
+
+    give_up = clock() + 4 * window_s + 2.0  # a counter that never moves: no energy
+    e0 = before = read()
+    while e0 == before:  # start at an update
+        run()
+        e0 = read()
+        if clock() > give_up:
+            return None
+    t0, calls = clock(), 0
+    while clock() - t0 < window_s:  # the bulk, without reads between the calls
+        calls += run()
+    last = e = read()
+    while e == last:  # end at an update
+        calls += run()
+        e = read()
+        if clock() > give_up:
+            return None
+    return (e - e0) / calls if e > e0 else None
 
 
 def rapl_reader() -> Callable[[], float] | None:
@@ -99,12 +154,40 @@ def rapl_reader() -> Callable[[], float] | None:
     return lambda: int(path.read_text()) / 1e6
 
 
+def nvml_handle(pynvml, device: torch.device):
+    """NVML's handle of the GPU that torch calls ``device``, by its UUID (else its PCI bus
+    id). Not by torch's index: NVML numbers every GPU of the machine in PCI order, torch
+    only the visible ones (``CUDA_VISIBLE_DEVICES``), fastest first by default. None when
+    neither identifies it: no energy rather than another GPU's."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid:
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(
+                uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+            )
+        except Exception:
+            pass
+    ids = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
+    if None not in ids:
+        domain, bus, dev = ids
+        try:
+            return pynvml.nvmlDeviceGetHandleByPciBusId(f"{domain:08x}:{bus:02x}:{dev:02x}.0")
+        except Exception:
+            pass
+    return None
+
+
 def nvml_reader(device: torch.device) -> Callable[[], float] | None:
+    """Joules so far from the NVML energy counter of ``device``'s GPU (Volta or later)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        handle = nvml_handle(pynvml, device)
+        if handle is None:
+            return None
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception:
         return None

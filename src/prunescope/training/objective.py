@@ -37,5 +37,10 @@ def correct_count(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return ((logits.argmax(1) == labels) & scored).sum(), scored.sum()
 
 
+def scored(y: torch.Tensor) -> torch.Tensor:
+    """The scored positions of ``y``, counted on its device (no host sync)."""
+    return (y != IGNORE).sum()
+
+
 def scored_count(y: torch.Tensor) -> int:
     return int((y != IGNORE).sum())

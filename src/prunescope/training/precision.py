@@ -1,7 +1,8 @@
 """Numeric precision and the other per-machine speed settings: bf16 autocast, threads.
 
 ``train.precision = "auto"`` means bf16 autocast wherever the device has fast
-bf16 arithmetic (detected, not assumed): a CUDA GPU that supports bf16, or a CPU
+bf16 arithmetic (detected, not assumed): a CUDA GPU of compute capability 8.0 or later
+(Ampere on; older GPUs only emulate bf16), or a CPU
 with AMX or AVX-512 BF16 (what it gains is measured by ``bench/train_speed.py``,
 see BENCHMARKS.md). Weights, optimizer state, masks and saved files stay fp32
 under autocast; only the matrix products run in bf16.
@@ -30,9 +31,22 @@ def cpu_has_fast_bf16() -> bool:
     return bool(probe and probe())
 
 
+def cuda_has_fast_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores on the run's GPU: compute capability 8.0 (Ampere) or later.
+
+    Not ``torch.cuda.is_bf16_supported()``: by default (``including_emulation=True``, torch
+    2.13's ``torch/cuda/__init__.py``) it says yes wherever a bf16 tensor can be made, so
+    on a V100 or T4 (7.x) too, which only emulate bf16 (slower than fp32 there), and it
+    asks about ``torch.cuda.current_device()``, not necessarily the run's GPU."""
+    if not torch.cuda.is_available():
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return tuple(torch.cuda.get_device_capability(index)) >= (8, 0)
+
+
 def has_fast_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return cuda_has_fast_bf16(device)
     if device.type == "cpu":
         return cpu_has_fast_bf16()
     return False

@@ -242,7 +242,8 @@ class Trainer:
             out = module(x)
             loss = objective.loss(out, y, label_smoothing=self.cfg.train.label_smoothing)
         loss.backward()
-        average_gradients(self.model)  # under torchrun: the step sees the global batch
+        # under torchrun: the step sees the global batch, each shard weighted by its size
+        average_gradients(self.model, objective.scored(y))
         return out, loss
 
     def evaluate(self) -> tuple[float, float]:
