@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 from safetensors import safe_open
 
 from prunescope.cli import main
@@ -30,9 +31,10 @@ def plugin(tmp_path, monkeypatch):
 def _by_hand(run: Path, level: int, layers: dict[str, str]) -> dict[str, float]:
     """Per stage: surviving weights (nonzero now and at the rewind point) whose sign flipped."""
     flipped: dict[str, list[int]] = {}
-    with safe_open(run / "rewind.safetensors", "pt") as r0, safe_open(
-        run / f"levels/{level:02d}/model.safetensors", "pt"
-    ) as r1:
+    with (
+        safe_open(run / "rewind.safetensors", "pt") as r0,
+        safe_open(run / f"levels/{level:02d}/model.safetensors", "pt") as r1,
+    ):
         for layer, stage in layers.items():
             w0, w = r0.get_tensor(f"{layer}.weight"), r1.get_tensor(f"{layer}.weight")
             alive = (w != 0) & (w0 != 0)
@@ -46,10 +48,12 @@ def test_the_guides_plugin_runs_through_analyze_and_report(plugin, damaged_copy,
     run = damaged_copy()
     assert main(["analyze", str(run), "--set", 'analysis.plugins=["signflip"]']) == 0
     table = pd.read_csv(run / "analysis/signflip.csv")
-    manifest = json.loads((run / "manifest.json").read_text())
-    stage_of = dict(zip(*_stage_pairs(manifest), strict=True))
-    excluded = set(json.loads(json.dumps(_exclude(run))))
-    pruned = {layer: s for layer, s in stage_of.items() if layer not in excluded}
+    # the run's stage of each layer (its pinned sparsity table), and what IMP prunes
+    layers = pd.read_csv(run / "analysis/sparsity_layers.csv")[["layer", "stage"]]
+    excluded = set(tomllib.loads((run / "config.toml").read_text())["imp"]["exclude"])
+    pruned = {
+        r.layer: r.stage for r in layers.drop_duplicates().itertuples() if r.layer not in excluded
+    }
     want = _by_hand(run, 2, pruned)
     got = table[table["level"] == 2].set_index("stage")["fraction"].to_dict()
     assert got == pytest.approx(want, abs=1e-12)
@@ -60,30 +64,3 @@ def test_the_guides_plugin_runs_through_analyze_and_report(plugin, damaged_copy,
     # a report of the run later needs the plugin vouched for; another run never has it
     assert main(["report", str(run), "--trust-code"]) == 0
     assert not (analysed_run / "analysis/signflip.csv").exists()
-
-
-def _stage_pairs(manifest: dict) -> tuple[list[str], list[str]]:
-    layers = manifest["layer_order"]["layers"]
-    stages = []
-    sizes = manifest["layer_order"]["stages"]
-    del sizes
-    from prunescope.config import config_from_toml_text  # the run's own config
-    del config_from_toml_text
-    stage_of = {}
-    for layer in layers:
-        stage_of[layer] = _stage_of(layer)
-    stages = [stage_of[layer] for layer in layers]
-    return layers, stages
-
-
-def _stage_of(layer: str) -> str:
-    """resnet8's stages by name, as the model declares them."""
-    if layer.startswith("layer"):
-        return f"stage{layer[5]}"
-    return "stem" if layer == "conv1" else "fc"
-
-
-def _exclude(run: Path) -> list[str]:
-    import tomllib
-
-    return tomllib.loads((run / "config.toml").read_text())["imp"]["exclude"]
