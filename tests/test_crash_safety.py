@@ -215,7 +215,6 @@ def test_a_stale_lock_is_taken_over(tmp_path):
 def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monkeypatch, capsys):
     import torch
 
-    import prunescope.imp as imp_module
     from prunescope.cli import main
 
     root = tmp_path / "run"
@@ -231,7 +230,9 @@ def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monk
     assert main([*args, "--set", "imp.levels=1"]) == 0
     kept = {k: v for k, v in files_of(root).items() if k.startswith(("levels/", "rewind"))}
     # a diverging level 2: one NaN weight makes the very first loss NaN
-    real_apply = imp_module.apply_masks
+    from prunescope.training import phase as phase_module
+
+    real_apply = phase_module.apply_masks
 
     def poisoned(model, masks):
         real_apply(model, masks)
@@ -241,7 +242,7 @@ def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monk
             with torch.no_grad():
                 next(model.parameters()).view(-1)[0] = float("nan")
 
-    monkeypatch.setattr(imp_module, "apply_masks", poisoned)
+    monkeypatch.setattr(phase_module, "apply_masks", poisoned)
     capsys.readouterr()
     assert main(args) == 1
     err = capsys.readouterr().err
@@ -254,7 +255,7 @@ def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monk
     )
     assert {k: v for k, v in files_of(root).items() if k in kept} == kept  # levels 0-1 untouched
     assert not (root / "levels/02/model.safetensors").exists()
-    monkeypatch.setattr(imp_module, "apply_masks", real_apply)
+    monkeypatch.setattr(phase_module, "apply_masks", real_apply)
     # changing a training setting needs --redo-from; with it, level 2 is trained with the new setting
     assert main([*args, "--set", "train.lr=0.04"]) == 2
     assert "use --redo-from N" in capsys.readouterr().err

@@ -147,13 +147,13 @@ def test_a_follower_trains_on_the_configured_device(two_ranks, monkeypatch, sett
     monkeypatch.setattr(runner, "apply_threads", lambda n: 1)
 
     class Follower:
-        def __init__(self, _cfg, _rd, device):
+        def __init__(self, _cfg, device):
             trained_on.append(str(device))
 
         def follow(self):
             return None
 
-    monkeypatch.setattr(runner, "IMP", Follower)
+    monkeypatch.setattr(runner, "Follower", Follower)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
     runner.follow_run()
     assert trained_on == [want]

@@ -17,9 +17,9 @@ from imp_helpers import run_command, tiny_cli_args, tiny_config
 from prunescope import load_level, load_test_set
 from prunescope.cli import main
 from prunescope.config import build_config
-from prunescope.dense import new_model
 from prunescope.errors import RunDirError
 from prunescope.models import ModelInputs
+from prunescope.models.build import new_model
 from prunescope.rundir.atomic import sha256_file
 from prunescope.runner import run
 from prunescope.status import status_text

@@ -12,8 +12,8 @@ from imp_helpers import tiny_config
 from prunescope.config import build_config
 from prunescope.config.schema import TrainSection
 from prunescope.data import DeviceLoader, prepare_from_config
-from prunescope.dense import new_model
 from prunescope.models import ModelInputs
+from prunescope.models.build import new_model
 from prunescope.pruning.masks import Masker, apply_masks
 from prunescope.training.schedule import lr_factor
 from prunescope.training.trainer import Trainer, evaluate
@@ -110,7 +110,7 @@ def test_short_training_on_real_cifar10_lowers_the_loss(cifar10_root):
 def test_the_device_step_trains_the_same_weights_as_the_eager_loop():
     """train.capture runs the whole step on the device (a CUDA graph on CUDA); on a CPU the
     same function runs as it is, and must give the eager loop's weights bit for bit."""
-    from prunescope.dense import new_model
+    from prunescope.models.build import new_model
     from prunescope.pruning.masks import Masker, apply_masks, dense_masks, prunable_weight_keys
 
     def train(capture: str):

@@ -29,9 +29,9 @@ import torch
 
 from prunescope.config import Config
 from prunescope.data import PreparedData
-from prunescope.dense import new_model
 from prunescope.errors import RunDirError, UserInputError
 from prunescope.imp import IMP
+from prunescope.models.build import new_model
 from prunescope.models.ties import cloned
 from prunescope.pruning.masks import Masks
 from prunescope.pruning.random_masks import random_global_masks, random_layerwise_masks

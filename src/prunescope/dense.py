@@ -8,16 +8,13 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-
 from prunescope.config import Config, config_to_toml
 from prunescope.data import prepare_from_config
 from prunescope.errors import RunDirError
-from prunescope.models import ModelInputs, count_parameters
-from prunescope.models.build import model_from_config
+from prunescope.models import count_parameters
+from prunescope.models.build import new_model
 from prunescope.rundir.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text
 from prunescope.rundir.layout import MANIFEST
-from prunescope.seeding import derive_seed
 from prunescope.training.device import describe_device, resolve_device
 from prunescope.training.precision import apply_threads
 from prunescope.training.trainer import EpochResult, Trainer
@@ -32,13 +29,6 @@ def epochs_csv(rows: list[dict]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buf.getvalue()
-
-
-def new_model(cfg: Config, inputs: ModelInputs, purpose: str = "init") -> torch.nn.Module:
-    """The model at initialisation: a pure function of the config's seed (and of ``purpose``,
-    so that a control can draw another initialisation from the same seed)."""
-    torch.manual_seed(derive_seed(cfg.seed, purpose))
-    return model_from_config(cfg, inputs)
 
 
 def refuse_run_directory(out: Path) -> None:

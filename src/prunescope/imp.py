@@ -1,4 +1,6 @@
-"""Iterative Magnitude Pruning with rewinding: the lottery loop of DESIGN §2.
+"""Iterative Magnitude Pruning with rewinding: the lottery loop (docs/guide.md, "IMP as
+implemented"). Training a phase with checkpoints is :mod:`prunescope.training.phase`, the
+torchrun protocol :mod:`prunescope.torchrun`, the time estimate :mod:`prunescope.eta`.
 
     init (seed) ─ pretrain r epochs ─ rewind state (every parameter and buffer)
     level 0: rewind state, all weights, train epochs r..E-1, evaluate, save
@@ -19,32 +21,22 @@ import torch
 
 from prunescope.config import Config
 from prunescope.data import PreparedData, prepare_from_config
-from prunescope.dense import epochs_csv, new_model
-from prunescope.distributed import broadcast_object, broadcast_tensors, world
+from prunescope.dense import epochs_csv
 from prunescope.errors import NonFiniteLossError, RunDirError
+from prunescope.eta import time_left
 from prunescope.models import count_parameters
+from prunescope.models.build import new_model
 from prunescope.models.layers import neuron_major, stored_layout, weight_axes
 from prunescope.models.ties import cloned
-from prunescope.pruning.masks import (
-    Masker,
-    Masks,
-    apply_masks,
-    dense_masks,
-    prunable_weight_keys,
-    relayout_state,
-)
+from prunescope.pruning.masks import Masks, dense_masks, prunable_weight_keys
 from prunescope.pruning.registry import PruneInput, next_masks
-from prunescope.rundir.checkpoint import (
-    load_checkpoint,
-    remove_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from prunescope.rundir.checkpoint import remove_checkpoint
 from prunescope.rundir.layout import REWIND, RunDir, level_file, now
 from prunescope.rundir.level_files import read_level_tensors, read_state
 from prunescope.structure import channel_flows
-from prunescope.training.progress import PhaseProgress
-from prunescope.training.trainer import EpochResult, Trainer
+from prunescope.torchrun import follow_phases
+from prunescope.training.phase import Phase, train_phase
+from prunescope.training.trainer import Trainer
 from prunescope.wording import format_seconds, plural
 
 log = logging.getLogger("prunescope")
@@ -77,35 +69,6 @@ def schedule_of(cfg: Config) -> Schedule:
 #            rewind epoch (learning-rate rewinding, Renda et al. 2020)
 #   finetune level k-1's trained weights, trained at the schedule's final learning rate
 KEEPS_TRAINED_WEIGHTS = ("lr", "finetune")
-
-
-def lead_phase(
-    model: torch.nn.Module,
-    masks: Masks | None,
-    optimizer: torch.optim.Optimizer,
-    *,
-    resumed: bool,
-    first_epoch: int,
-    begin: int,
-    end_epoch: int,
-    final_lr: bool,
-) -> None:
-    """Rank 0 under torchrun: what the phase starts from, to every rank (see ``follow``)."""
-    if not world().distributed:
-        return
-    broadcast_object(
-        {
-            "masks": masks is not None,
-            "optimizer": optimizer.state_dict() if resumed else None,
-            "first_epoch": first_epoch,
-            "begin": begin,
-            "end_epoch": end_epoch,
-            "final_lr": final_lr,
-        }
-    )
-    broadcast_tensors(model.state_dict())
-    if masks is not None:
-        broadcast_tensors(masks)
 
 
 def level_sparsity(state: dict[str, torch.Tensor], keys: list[str]) -> tuple[int, int]:
@@ -152,7 +115,7 @@ class IMP:
         if r > 0:
             log.info("pretraining %s to the rewind point", plural(r, "epoch"))
             try:
-                self.train_phase("pretrain", None, self.init_state, None, 0, r)
+                self.train_phase(Phase("pretrain", None, self.init_state, None, 0, r))
             except NonFiniteLossError as exc:
                 raise NonFiniteLossError(
                     f"pretraining: {exc}; change the config and run again with --redo-from 0"
@@ -160,112 +123,8 @@ class IMP:
             return cloned(self.model.state_dict())
         return self.init_state
 
-    # -- training with checkpoints ---------------------------------------------------------
-    def train_phase(
-        self,
-        phase: str,
-        level: int | None,
-        start: dict[str, torch.Tensor],
-        masks: Masks | None,
-        first_epoch: int,
-        end_epoch: int,
-        final_lr: bool = False,
-    ) -> list[dict]:
-        """Train epochs ``first_epoch..end_epoch-1`` from ``start`` (× ``masks``), resuming from
-        this phase's checkpoint when there is one; returns the per-epoch rows. ``final_lr``
-        holds the learning rate at the schedule's last value (fine-tuning)."""
-        model, rd = self.model, self.rd
-        name = "pretraining" if phase == "pretrain" else f"level {level}"
-        model.load_state_dict(start)
-        if masks is not None:
-            apply_masks(model, masks)
-        optimizer = self.trainer.new_optimizer()
-        rows: list[dict] = []
-        begin = first_epoch
-        ck = load_checkpoint(rd, phase, level, model)
-        if ck is not None and first_epoch < ck.next_epoch <= end_epoch:
-            try:
-                model.load_state_dict(ck.model_state)
-                optimizer.load_state_dict(ck.optimizer_state)
-                relayout_state(optimizer)
-                restore_rng(ck.rng)
-                rows, begin = ck.rows, ck.next_epoch
-                log.info(
-                    "%s: resuming from the checkpoint after epoch %d of %d",
-                    name,
-                    begin - first_epoch,
-                    end_epoch - first_epoch,
-                )
-            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-                log.warning(
-                    "%s: ignoring a checkpoint that does not restore (%s)", name, str(exc)[:200]
-                )
-                model.load_state_dict(start)
-                if masks is not None:
-                    apply_masks(model, masks)
-                optimizer = self.trainer.new_optimizer()
-        lead_phase(
-            model,
-            masks,
-            optimizer,
-            resumed=begin != first_epoch,
-            first_epoch=first_epoch,
-            begin=begin,
-            end_epoch=end_epoch,
-            final_lr=final_lr,
-        )
-        masker = Masker(model, masks) if masks is not None else None
-        progress = PhaseProgress(
-            name,
-            first_epoch,
-            end_epoch,
-            begin,
-            checkpoint_every=self.cfg.train.checkpoint_every,
-            save=lambda next_epoch: save_checkpoint(
-                rd, phase, level, next_epoch, model, optimizer, rows
-            ),
-        )
-
-        def on_epoch(r: EpochResult) -> None:
-            rows.append(r.row())
-            progress(r)
-
-        try:
-            self.trainer.fit(
-                begin,
-                end_epoch,
-                optimizer,
-                masker,
-                on_epoch=on_epoch,
-                desc=f"{name}: ",
-                first_epoch=first_epoch,
-                final_lr=final_lr,
-            )
-        finally:
-            progress.close()
-        return rows
-
-    def follow(self) -> dict | None:
-        """Ranks other than 0 under torchrun: train every phase rank 0 announces, in step
-        with it, writing nothing; return rank 0's next message once training is done."""
-        while (phase := broadcast_object()) is not None and "begin" in phase:
-            masks = dense_masks(self.model, self.keys) if phase["masks"] else None
-            broadcast_tensors(self.model.state_dict())
-            if masks is not None:
-                broadcast_tensors(masks)
-            optimizer = self.trainer.new_optimizer()
-            if phase["optimizer"] is not None:
-                optimizer.load_state_dict(phase["optimizer"])
-                relayout_state(optimizer)
-            self.trainer.fit(
-                phase["begin"],
-                phase["end_epoch"],
-                optimizer,
-                Masker(self.model, masks) if masks is not None else None,
-                first_epoch=phase["first_epoch"],
-                final_lr=phase["final_lr"],
-            )
-        return phase
+    def train_phase(self, phase: Phase) -> list[dict]:
+        return train_phase(self.trainer, self.rd, phase, self.cfg.train.checkpoint_every)
 
     # -- masks -----------------------------------------------------------------------------
     def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:
@@ -316,13 +175,15 @@ class IMP:
         start = time.perf_counter()
         try:
             rows = self.train_phase(
-                "level",
-                level,
-                start_state,
-                masks,
-                sched.rewind_epoch,
-                sched.total_epochs,
-                final_lr=level > 0 and self.cfg.imp.rewind == "finetune",
+                Phase(
+                    "level",
+                    level,
+                    start_state,
+                    masks,
+                    sched.rewind_epoch,
+                    sched.total_epochs,
+                    final_lr=level > 0 and self.cfg.imp.rewind == "finetune",
+                )
             )
         except NonFiniteLossError as exc:
             raise NonFiniteLossError(
@@ -413,27 +274,22 @@ class IMP:
                 m["test_loss"],
                 format_seconds(result["seconds"]),
             )
-            if (eta := self.time_left()) is not None:
+            if (eta := time_left(self.rd, cfg.imp.levels)) is not None:
                 log.info(eta)
             if on_level is not None:
                 on_level(level)
 
-    def time_left(self) -> str | None:
-        """How long the levels still to train should take, from the ones already trained
-        (every level trains the same epochs on the same data, so they take about as long)."""
-        levels = range(self.cfg.imp.levels + 1)
-        left = [lv for lv in levels if not self.rd.level_complete(lv)]
-        seconds = [
-            float(self.rd.level_record(lv).get("seconds", 0.0))
-            for lv in levels
-            if self.rd.level_complete(lv)
-        ]
-        seconds = [s for s in seconds if s > 0]  # a branch's level 0 is the run's, not trained
-        if not left or not seconds:
-            return None
-        total = len(left) * sum(seconds) / len(seconds)
-        finish = time.strftime("%H:%M", time.localtime(time.time() + total))
-        return (
-            f"estimate: {format_seconds(total)} more training for {plural(len(left), 'level')} "
-            f"(done around {finish}), then the analyses"
-        )
+
+class Follower:
+    """A rank other than 0 under torchrun: the run's model, data and trainer, no run
+    directory; it trains every phase rank 0 announces (:mod:`prunescope.torchrun`)."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        data = prepare_from_config(cfg)
+        model = new_model(cfg, data.model_inputs())
+        self.keys = prunable_weight_keys(model, cfg.imp.exclude)
+        sched = schedule_of(cfg)
+        self.trainer = Trainer(model, cfg, data, device, sched.total_epochs)
+
+    def follow(self) -> dict | None:
+        return follow_phases(self.trainer, self.keys)

@@ -13,7 +13,7 @@ from prunescope.config import Config
 from prunescope.config.request import ConfigRequest
 from prunescope.data import PreparedData, prepare_from_config
 from prunescope.errors import DataError, RunDirError, UserInputError
-from prunescope.imp import IMP
+from prunescope.imp import IMP, Follower
 from prunescope.models.describe import dense_record, describe
 from prunescope.models.probe import check_output, forward_once
 from prunescope.pruning.masks import prunable_weight_keys
@@ -77,7 +77,7 @@ def follow_run() -> None:
     vouch(code_names(cfg))  # rank 0 imported it under the same command line's trust
     apply_threads(cfg.threads)
     device = distributed.bind(cfg.device)
-    done = IMP(cfg, None, device).follow()  # type: ignore[arg-type]
+    done = Follower(cfg, device).follow()
     if done is not None and done.get("analyze"):
         from prunescope.analysis.runner import follow_analyses
 

@@ -34,8 +34,8 @@ from prunescope.report import findings as F
 from prunescope.report import sentences as S
 from prunescope.report.figures import connectivity as connectivity_figure
 from prunescope.report.findings import share
-from prunescope.training import objective
 from prunescope.training.precision import autocast
+from prunescope.training.trainer import evaluate
 
 COLUMNS = [
     "level",
@@ -99,21 +99,6 @@ def reestimate_batchnorm(model: nn.Module, batches, precision: str = "fp32") -> 
         model.eval()
 
 
-@torch.no_grad()
-def evaluate_batches(model: nn.Module, batches, precision: str = "fp32") -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over the scored examples of the batches."""
-    model.eval()
-    correct, loss, n = 0, 0.0, 0
-    for x, y in batches:
-        with autocast(x.device, precision):
-            out = model(x)
-        c, scored = objective.correct_count(out, y)
-        correct += int(c)
-        loss += float(objective.loss_sum(out, y))
-        n += int(scored)
-    return correct / n, loss / n
-
-
 def path(
     model: nn.Module,
     reference: dict[str, torch.Tensor],
@@ -128,7 +113,7 @@ def path(
     for alpha in alphas(points):
         model.load_state_dict(interpolate(reference, level, alpha))
         reestimate_batchnorm(model, bn_batches, precision)
-        acc, loss = evaluate_batches(model, test_batches, precision)
+        acc, loss = evaluate(model, test_batches, precision)
         out.append((alpha, acc, loss))
     return out
 

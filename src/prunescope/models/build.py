@@ -3,6 +3,7 @@ prunable types applied and checked (DESIGN §13)."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from prunescope.models.layers import check_prunable, declare
@@ -14,12 +15,20 @@ from prunescope.models.user import (
     refuse_fused_attention,
     resolve_types,
 )
+from prunescope.seeding import derive_seed
 
 
 def model_from_config(cfg, inputs: ModelInputs) -> nn.Module:  # cfg: prunescope.config.Config
     model = build_for(cfg.model.name, inputs, init=cfg.model.init)
     configure(model, cfg)
     return model
+
+
+def new_model(cfg, inputs: ModelInputs, purpose: str = "init") -> nn.Module:
+    """The model at initialisation: a pure function of the config's seed (and of ``purpose``,
+    so that a control can draw another initialisation from the same seed)."""
+    torch.manual_seed(derive_seed(cfg.seed, purpose))
+    return model_from_config(cfg, inputs)
 
 
 def configure(model: nn.Module, cfg) -> None:

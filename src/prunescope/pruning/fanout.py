@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from prunescope.pruning.masks import Masks
+from prunescope.pruning.masks import Masks, flat, unflat
 from prunescope.pruning.registry import PruneInput, Step
 
 
@@ -50,14 +50,12 @@ def with_fanout(inp: PruneInput, step: Step) -> Masks:
     new = step(inp)
     reach = fanout_positions(inp, new)
     keys = inp.keys
-    prune = torch.cat([(reach[k] & new[k]).reshape(-1) for k in keys])  # alive fan-out weights
+    prune = flat({k: reach[k] & new[k] for k in keys}, keys)  # alive fan-out weights
     if not bool(prune.any()):
         return new
-    before = torch.cat([inp.masks[k].reshape(-1) for k in keys])
-    after = torch.cat([new[k].reshape(-1) for k in keys])
-    empty = torch.cat([_empty_rows(new[k]).repeat_interleave(new[k][0].numel()) for k in keys])
-    mag = torch.cat([inp.weights[k].detach().reshape(-1).abs().float().cpu() for k in keys])
-    reached = torch.cat([reach[k].reshape(-1) for k in keys])
+    before, after, reached = flat(inp.masks, keys), flat(new, keys), flat(reach, keys)
+    empty = flat({k: _empty_rows(new[k]).repeat_interleave(new[k][0].numel()) for k in keys}, keys)
+    mag = flat(inp.weights, keys).abs().float()
     refundable = torch.nonzero(before & ~after & ~empty & ~reached).flatten()
     wanted = torch.nonzero(prune).flatten()
     n = min(len(wanted), len(refundable))
@@ -66,12 +64,7 @@ def with_fanout(inp: PruneInput, step: Step) -> Masks:
     result = after.clone()
     result[refundable[order]] = True
     result[wanted[:n]] = False
-    out, start = {}, 0
-    for k in keys:
-        size = new[k].numel()
-        out[k] = result[start : start + size].view_as(new[k]).clone()
-        start += size
-    return out
+    return unflat(result, new, keys)
 
 
 def with_fanout_naive(inp: PruneInput, step: Step) -> Masks:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunescope.pruning.masks import Masks
+from prunescope.pruning.masks import Masks, flat, unflat
 from prunescope.pruning.registry import PruneInput, PruningMethod, register_method
 
 
@@ -25,15 +25,19 @@ def n_to_prune(alive: int, rate: float) -> int:
     return min(alive, math.floor(rate * alive + 0.5))
 
 
-def _prune_flat(magnitude: torch.Tensor, alive: torch.Tensor, n: int) -> torch.Tensor:
+def smallest(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Positions of the ``n`` smallest values, lowest index first on ties: a stable sort of
+    values laid out in flat-index order keeps equal values in index order."""
+    return torch.sort(values, stable=True).indices[:n]
+
+
+def remove_smallest(magnitude: torch.Tensor, alive: torch.Tensor, n: int) -> torch.Tensor:
     """New flat alive-mask: the ``n`` smallest alive magnitudes removed, lowest index first on ties."""
-    positions = torch.nonzero(alive, as_tuple=True)[0]
     if n <= 0:
         return alive.clone()
-    # A stable sort of values laid out in flat-index order keeps equal values in index order.
-    order = torch.sort(magnitude[positions], stable=True).indices[:n]
+    positions = torch.nonzero(alive, as_tuple=True)[0]
     new = alive.clone()
-    new[positions[order]] = False
+    new[positions[smallest(magnitude[positions], n)]] = False
     return new
 
 
@@ -42,34 +46,20 @@ class Flat:
     """A budget group's weights as one flat vector, in network order (the tie-break order)."""
 
     keys: list[str]
-    shapes: list[torch.Size]
     magnitude: torch.Tensor  # |w| as float32
     alive: torch.Tensor  # bool
 
+    masks: Masks  # the shapes to split back into
+
     @classmethod
     def of(cls, weights: Mapping[str, torch.Tensor], masks: Masks, keys: list[str]) -> Flat:
-        return cls(
-            keys,
-            [masks[k].shape for k in keys],
-            torch.cat([weights[k].detach().reshape(-1).abs().float().cpu() for k in keys]),
-            torch.cat([masks[k].reshape(-1).cpu() for k in keys]),
-        )
+        return cls(keys, flat(weights, keys).abs().float().cpu(), flat(masks, keys).cpu(), masks)
 
-    def offsets(self) -> list[int]:
-        out, start = [], 0
-        for shape in self.shapes:
-            out.append(start)
-            start += int(torch.Size(shape).numel())
-        return out
-
-    def split(self, flat: torch.Tensor) -> Masks:
-        return {
-            k: flat[o : o + int(torch.Size(s).numel())].view(s).clone()
-            for k, s, o in zip(self.keys, self.shapes, self.offsets(), strict=True)
-        }
+    def split(self, vector: torch.Tensor) -> Masks:
+        return unflat(vector, self.masks, self.keys)
 
     def remove_smallest(self, alive: torch.Tensor, n: int) -> torch.Tensor:
-        return _prune_flat(self.magnitude, alive, n)
+        return remove_smallest(self.magnitude, alive, n)
 
 
 def magnitude_step(inp: PruneInput) -> Masks:

@@ -39,6 +39,22 @@ def prunable_weight_keys(model: nn.Module, exclude: Iterable[str]) -> list[str]:
     return keys
 
 
+def flat(tensors: Mapping[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
+    """The tensors of ``keys`` as one vector (on their device), in network order (the order
+    every global ranking breaks ties in)."""
+    return torch.cat([tensors[k].detach().reshape(-1) for k in keys])
+
+
+def unflat(vector: torch.Tensor, like: Mapping[str, torch.Tensor], keys: list[str]) -> Masks:
+    """:func:`flat`'s inverse: ``vector`` cut into tensors shaped as ``like``'s."""
+    out, start = {}, 0
+    for k in keys:
+        size = like[k].numel()
+        out[k] = vector[start : start + size].view(like[k].shape).clone()
+        start += size
+    return out
+
+
 def dense_masks(model: nn.Module, keys: Iterable[str]) -> Masks:
     params = parameters_by_key(model)
     return {k: torch.ones_like(params[k], dtype=torch.bool, device="cpu") for k in keys}

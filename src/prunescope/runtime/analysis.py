@@ -119,19 +119,17 @@ def settings_of(cfg) -> Settings:
 
 
 def synthetic_state(state: dict[str, torch.Tensor], keys: list[str], sparsity: float):
-    """The weights with the smallest global magnitudes zeroed to ``sparsity`` of ``keys``
-    (on the device the state is on: ``runtime --device cuda`` gives a CUDA state)."""
-    flat = torch.cat([state[k].reshape(-1).abs() for k in keys])
-    n = round(sparsity * flat.numel())
-    order = torch.sort(flat, stable=True).indices[:n]
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    keep[order] = False
-    out, start = dict(state), 0
-    for k in keys:
-        size = state[k].numel()
-        out[k] = state[k] * keep[start : start + size].view_as(state[k])
-        start += size
-    return out
+    """The weights with the smallest global magnitudes zeroed to ``sparsity`` of ``keys``,
+    ranked as magnitude pruning ranks them (ties by flat index), on the device the state is
+    on (``runtime --device cuda`` gives a CUDA state)."""
+    from prunescope.pruning.magnitude import smallest
+    from prunescope.pruning.masks import flat, unflat
+
+    magnitude = flat(state, keys).abs().float()
+    keep = torch.ones(magnitude.shape, dtype=torch.bool, device=magnitude.device)
+    keep[smallest(magnitude, round(sparsity * len(keep)))] = False  # every weight ranked
+    keep = unflat(keep, state, keys)
+    return {**state, **{k: state[k] * keep[k] for k in keys}}
 
 
 def timed_inputs(ctx, model, s: Settings) -> tuple[torch.Tensor, list[int]]:

@@ -62,14 +62,17 @@ class DeviceStep:
         self.model, self.forward, self.optimizer = model, forward, optimizer
         self.masker = masker if masker else None
         self.precision, self.smoothing, self.device = precision, label_smoothing, device
-        # float64: the optimizer reads lr as a Python number on a CPU (the eager loop's)
-        self.lr_table = torch.tensor(lr_table, dtype=torch.float64, device=device)
+        # On a CPU the optimizer reads lr as a Python number, as the eager loop passes it:
+        # float64 keeps it the same number. torch's fused CUDA kernels read a float32 tensor.
+        dtype = torch.float32 if device.type == "cuda" else torch.float64
+        self.lr_table = torch.tensor(lr_table, dtype=dtype, device=device)
         self.lr = self.lr_table[0].clone()
         for group in optimizer.param_groups:
             group["lr"] = self.lr
         self.index = torch.zeros((), dtype=torch.int64, device=device)
         # loss sum, correct, scored, first non-finite step (-1: none)
-        self.stats = torch.tensor([0.0, 0.0, 0.0, -1.0], dtype=torch.float64, device=device)
+        self._fresh = torch.tensor([0.0, 0.0, 0.0, -1.0], dtype=torch.float64, device=device)
+        self.stats = self._fresh.clone()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None
         self.steps = 0
@@ -77,7 +80,7 @@ class DeviceStep:
         self.capture = device.type == "cuda"
 
     def reset_stats(self) -> None:
-        self.stats.copy_(torch.tensor([0.0, 0.0, 0.0, -1.0], dtype=torch.float64))
+        self.stats.copy_(self._fresh)
 
     # -- the step itself ---------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -93,8 +96,10 @@ class DeviceStep:
             self.masker.mask_weights()
         self._count(out.detach(), y, loss.detach())
         self.index.add_(1)
-        nxt = torch.clamp(self.index, max=len(self.lr_table) - 1)
-        self.lr.copy_(self.lr_table[nxt])
+        nxt = torch.clamp(self.index, max=len(self.lr_table) - 1).view(1)
+        # index_select, not lr_table[nxt]: indexing with a tensor reads it on the host
+        # (a sync every step, and an error inside a CUDA graph capture)
+        self.lr.copy_(torch.index_select(self.lr_table, 0, nxt).view(()))
 
     def _count(self, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
         correct, scored = objective.correct_count(out, y)
@@ -108,7 +113,7 @@ class DeviceStep:
     # -- running it --------------------------------------------------------------------------
     def begin_epoch(self) -> None:
         self.reset_stats()
-        self.start = self.index.clone()
+        self.start.copy_(self.index)  # in place: a captured graph reads this very tensor
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.steps += 1

@@ -8,7 +8,7 @@ batch. A non-finite loss is remembered (its step) and reported at the epoch's en
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from prunescope.config.schema import Config
-from prunescope.data import DeviceLoader, PreparedData
+from prunescope.data import PreparedData
 from prunescope.distributed import average_gradients, reduce_across, world
 from prunescope.errors import NonFiniteLossError
 from prunescope.pruning.masks import Masker
@@ -47,19 +47,19 @@ class EpochResult:
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, loader: DeviceLoader, precision: str = "fp32"
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over every scored example of ``loader`` (image,
-    token or node); the forward pass in ``precision``, the loss and the counts in
-    float32/float64."""
+def evaluate(model: nn.Module, batches: Iterable, precision: str = "fp32") -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over every scored example of ``batches`` (a loader or
+    a list of (inputs, labels) on one device: images, tokens or a graph's nodes); the
+    forward pass in ``precision``, the loss and the counts in float32/float64, summed on
+    the device (one read at the end). The one evaluation loop: training, connectivity."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
-    n = torch.zeros((), dtype=torch.int64, device=loader.device)
-    for x, y in loader:
-        with autocast(loader.device, precision):
+    device = next(model.parameters()).device
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y in batches:
+        with autocast(x.device, precision):
             out = model(x)
         loss_sum += objective.loss_sum(out, y).double()
         c, scored = objective.correct_count(out, y)
