@@ -10,7 +10,7 @@ import pytest
 
 from prunescope.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 TINY = [
     "imp.levels=1",
     "imp.pretrain_epochs=1",
@@ -29,7 +29,7 @@ TINY_TEXT = [
 
 def readme_files() -> dict[str, str]:
     """Every fenced block whose first line is ``# <file name>``, by that name."""
-    blocks = re.findall(r"```(?:python|toml)\n# (\S+)[^\n]*\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```(?:python|toml)\n# (\S+)[^\n]*\n(.*?)```", GUIDE.read_text(), re.S)
     return {name: body for name, body in blocks}
 
 
