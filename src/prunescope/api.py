@@ -1,4 +1,4 @@
-"""The Python API that other tools use (DESIGN §9): ``load_level`` and ``load_test_set``."""
+"""The Python API that other tools use (docs/formats.md, "Pinned names"): ``load_level`` and ``load_test_set``."""
 
 from __future__ import annotations
 

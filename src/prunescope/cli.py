@@ -24,7 +24,8 @@ log = logging.getLogger("prunescope")
 
 TRUST_HELP = (
     "import the code that an opened run directory, branch or export names (model.name, "
-    "imp.prunable_types, analysis.plugins); without it, only code your own config names runs"
+    "imp.prunable_types, imp.neuron_axes, analysis.plugins); without it, only code your own "
+    "config names runs"
 )
 
 
@@ -321,13 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("analyze", help="sparsity, weights, zeroing and similarity tables of a run")
+    p = sub.add_parser(
+        "analyze", help="the analyses' tables of a run (see --only), and its report rebuilt"
+    )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--only", metavar="A,B", help=LazyHelp(only_help))
     p.add_argument("--levels", metavar="0,3,7", help="only these levels")
     p.add_argument("--force", action="store_true", help="recompute levels already analysed")
     add_set_arg(
-        p, "change an analysis.* or report.* setting, e.g. --set analysis.zeroing.test_subset=500"
+        p,
+        "change an analysis.*, report.*, device or threads setting, e.g. "
+        "--set analysis.zeroing.test_subset=500",
     )
     p.set_defaults(func=cmd_analyze)
 
@@ -345,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "runtime",
-        help="latency, memory and energy of each level dense, sparse, exported and hybrid",
+        help="latency, memory and energy of each level in every run-time format (see --formats)",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--levels", metavar="0,3,7", help="only these levels")

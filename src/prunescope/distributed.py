@@ -1,4 +1,4 @@
-"""One run on several processes under ``torchrun`` (DESIGN §14): data-parallel training.
+"""One run on several processes under ``torchrun`` (docs/guide.md, "One run on several GPUs"): data-parallel training.
 
 Rank 0 alone opens the run directory (its lock, every file); the other ranks hold no
 file. Each training phase starts with rank 0 broadcasting what the phase needs (the model

@@ -1,4 +1,4 @@
-"""Errors a user can cause, and the exit code each one ends with (DESIGN §9)."""
+"""Errors a user can cause, and the exit code each one ends with (docs/formats.md, "Pinned names")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An export folder on disk (DESIGN §11): written whole or not at all, read without trusting it.
+"""An export folder on disk (docs/formats.md, "The export folder"): written whole or not at all, read without trusting it.
 
 ``prunescope export`` writes ``model.safetensors``, ``architecture.json`` and
 ``export.json`` into a hidden folder beside ``--out`` and renames it into place, so a

@@ -3,7 +3,7 @@ flow (:mod:`prunescope.structure`) and the structured export read.
 
 ``torch.fx.symbolic_trace`` fails on data-dependent control flow, on most Hugging Face and
 PyTorch Geometric models (measured: GPT-2, Llama, ViT, BERT, GCNConv, GATConv all fail;
-README "Bring your own model" has the table) and on code that checks shapes at run time.
+docs/results/byo_models.md and docs/results/graph_capture.md have the tables) and on code that checks shapes at run time.
 Every caller has a path without it: zeroing runs Algorithm 2's loop, BatchNorm constants
 come from hooks, the export refuses in one line, the run-time formats that need no graph
 are still timed.

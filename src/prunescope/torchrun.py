@@ -1,4 +1,4 @@
-"""The torchrun protocol of a run's training (DESIGN §14): rank 0 leads, the others follow.
+"""The torchrun protocol of a run's training (docs/guide.md, "One run on several GPUs"): rank 0 leads, the others follow.
 
 Rank 0 alone reads and writes the run directory. Before every training phase it
 broadcasts what the phase starts from (the model state, whether there are masks and the

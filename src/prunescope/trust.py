@@ -1,4 +1,4 @@
-"""Whose code runs (DESIGN §15): code named by a run directory, a branch or an export is
+"""Whose code runs (docs/guide.md, "Code runs only when you vouch for it"): code named by a run directory, a branch or an export is
 imported only when the person running the command vouches for it.
 
 A run directory may come from someone else. Its ``config.toml`` can name any importable

@@ -75,7 +75,7 @@ class AnalysisContext:
         modules = dict(skeleton.named_modules())
         # where each layer keeps its neurons (GPT-2's Conv1D weights are [in, out])
         self.adapters = {layer: adapter_for(modules[layer]) for layer in self.layers}
-        # DESIGN §6: zeroing and similarity cover the layers IMP prunes; an excluded
+        # docs/guide.md ("The analyses"): zeroing and similarity cover the layers IMP prunes; an excluded
         # classifier's output neurons are the class logits, whose ablation says
         # nothing about the structure pruning leaves and would dominate the spread.
         excluded = set(cfg.imp.exclude or ())
@@ -113,7 +113,7 @@ class AnalysisContext:
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def rewind_state(self) -> dict[str, torch.Tensor]:
-        """The rewind point's state (CPU): every level starts from it (DESIGN §2)."""
+        """The rewind point's state (CPU): every level starts from it (docs/guide.md, "IMP as implemented")."""
         from prunescope.rundir.layout import REWIND
         from prunescope.rundir.level_files import read_state
 

@@ -55,7 +55,7 @@ class SimilaritySettings(Section):
 def as_rows(act: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
     """Activations as ``[rows, channels]``: a convolution's [N, C, H, W] → [N·H·W, C]
     (``channel_dim`` 1), a Linear's [N, tokens, F] → [N·tokens, F] (``channel_dim`` -1);
-    [N, C] stays (DESIGN §13)."""
+    [N, C] stays (docs/guide.md, "The analyses")."""
     if act.dim() < 2:
         raise ValueError(f"cannot compare activations of shape {tuple(act.shape)}")
     if act.dim() == 2:

@@ -1,4 +1,4 @@
-"""Reading and writing the tidy tables under ``analysis/`` (columns pinned by DESIGN §5)."""
+"""Reading and writing the tidy tables under ``analysis/`` (columns pinned in docs/formats.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 from prunescope.errors import RunDirError
 from prunescope.rundir.layout import ANALYSIS, RunDir
 
-# The pinned columns of every table (DESIGN §5 and later): filled by the module that
+# The pinned columns of every table (docs/formats.md, "Analysis tables"): filled by the module that
 # writes each table (its analysis registers them), read by everything that reads one.
 COLUMNS: dict[str, list[str]] = {}
 

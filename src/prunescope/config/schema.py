@@ -1,7 +1,7 @@
 """The config schema: every key, its default and what it allows.
 
 The resolved config (every default written out) is what a run records in
-``config.toml``; pinned keys are listed in DESIGN §9.
+``config.toml``; pinned keys are listed in docs/formats.md ("Pinned names").
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class ArrayDataset:
                 raise ValueError(f"{len(x)} images but {len(y)} labels")
 
 
-# What a dataset holds decides how it is batched and scored (DESIGN §13): images
+# What a dataset holds decides how it is batched and scored (docs/guide.md, "Beyond CNNs"): images
 # (classification, top-1), tokens (next-token prediction over every position of a
 # sequence) or one graph (node classification on the test nodes).
 KINDS = ("images", "tokens", "graph")

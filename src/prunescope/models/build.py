@@ -1,5 +1,5 @@
 """The model a config describes: built for its data, with the config's stages, groups and
-prunable types applied and checked (DESIGN §13)."""
+prunable types applied and checked (docs/guide.md, "Bring your own model")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What IMP prunes of a model and what it leaves dense, with every parameter accounted for
 (``prunescope layers``, the manifest's record, the report).
 
-Network sparsity is measured over the prunable weights (DESIGN §2). A model can hold
+Network sparsity is measured over the prunable weights (docs/guide.md, "IMP as implemented"). A model can hold
 most of its parameters elsewhere: an LSTM language model reported "75% network sparsity"
 on 6.4% of its parameters, its LSTM never mentioned. So every parameter is in one bucket:
 a pruned layer's weight, an excluded layer's weight (and why), a bias of a prunable

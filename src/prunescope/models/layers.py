@@ -1,4 +1,4 @@
-"""Prunable layers and their neurons (DESIGN §13): one adapter per kind of layer says where
+"""Prunable layers and their neurons (docs/guide.md, "Bring your own model"): one adapter per kind of layer says where
 its weight and bias are and which axis of the weight, and of the output, is the neuron.
 
 A neuron is an output unit. ``nn.Linear`` and ``nn.Conv1d/2d/3d`` keep it on axis 0 of

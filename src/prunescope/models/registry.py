@@ -12,7 +12,7 @@ from torch import nn
 from prunescope.errors import UserInputError
 from prunescope.inits import INITS
 
-# DESIGN §13: a prunable layer is a Linear or a convolution (plus the types a model lists
+# docs/guide.md ("Bring your own model"): a prunable layer is a Linear or a convolution (plus the types a model lists
 # in its ``prunable_types`` attribute, which ``imp.prunable_types`` fills); a neuron is an
 # output unit of one.
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -97,7 +97,7 @@ def model_names() -> list[str]:
 
 
 def is_user_model(name: str) -> bool:
-    """``package.module:factory`` names a user's factory (DESIGN §13)."""
+    """``package.module:factory`` names a user's factory (docs/guide.md, "Bring your own model")."""
     return ":" in name
 
 

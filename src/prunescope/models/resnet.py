@@ -1,7 +1,7 @@
 """CIFAR ResNets (He et al. 2016, §4.2): 3×3 stem, three stages of BasicBlocks.
 
 Shapes change through a 1×1 convolution + BatchNorm shortcut ("option B"), as
-DESIGN §3 asks; ResNet20 then has 0.27M parameters.
+the project fixes it (docs/guide.md, "Models and data"); ResNet20 then has 0.27M parameters.
 """
 
 from __future__ import annotations

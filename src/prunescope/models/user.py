@@ -1,4 +1,4 @@
-"""A user's own model (DESIGN §13): ``model.name = "package.module:factory"``, its stages
+"""A user's own model (docs/guide.md, "Bring your own model"): ``model.name = "package.module:factory"``, its stages
 from ``[model.stages]`` patterns or its ``stages`` attribute, extra prunable types.
 
 Every mistake here is one line that names what to change (exit 2), not a traceback.

@@ -1,4 +1,4 @@
-"""Magnitude pruning of the still-alive weights (DESIGN §2): the method ``magnitude``.
+"""Magnitude pruning of the still-alive weights (docs/guide.md, "IMP as implemented"): the method ``magnitude``.
 
 ``global``: all prunable weights of the network are ranked together by |w|;
 ``layerwise``: each tensor loses ``rate`` of its own alive weights. Either way

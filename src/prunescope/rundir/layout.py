@@ -1,4 +1,4 @@
-"""The pinned layout of a run directory (DESIGN §5) and its manifest.
+"""The pinned layout of a run directory (docs/formats.md) and its manifest.
 
 Every file is written atomically and its sha256 recorded in ``manifest.json``;
 every read checks the file against that record, so a damaged or half-written

@@ -1,4 +1,4 @@
-"""A sweep file and the runs it expands to (DESIGN §14).
+"""A sweep file and the runs it expands to (docs/guide.md, "Sweeps"; docs/formats.md).
 
 ```toml
 [base]

@@ -42,7 +42,7 @@ class Phase:
 
 
 def _begin(trainer: Trainer, phase: Phase) -> torch.optim.Optimizer:
-    """The model at the phase's start, and a fresh optimizer (DESIGN: zero momentum)."""
+    """The model at the phase's start, and a fresh optimizer (zero momentum at every level: docs/guide.md, "IMP as implemented")."""
     trainer.model.load_state_dict(phase.start)
     if phase.masks is not None:
         apply_masks(trainer.model, phase.masks)
