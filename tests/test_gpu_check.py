@@ -156,3 +156,29 @@ def test_the_cuda_verdicts_judge_their_numbers(tmp_path, gpu_check, monkeypatch)
     profiles[True] = {**stats, "launches_per_step": 300, "graph_captured": False}
     status, detail = gpu_check.check_profile_step(ctx, gpu_check.Record("profile_step", 30))
     assert status == "FAIL" and "no CUDA graph" in detail, detail
+
+
+@pytest.mark.slow
+def test_shared_gpu_bench_runs_its_code_path_on_a_cpu(tmp_path):
+    """bench/shared_gpu.py (K runs sharing one device vs one alone), tiny, on the CPU."""
+    out = tmp_path / "shared.json"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench/shared_gpu.py"),
+            "--device",
+            "cpu",
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["jobs"] == 2 and len(summary["aggregate_over_alone"]) == 1
+    assert summary["rounds"][0]["together"]["images"] == 2 * summary["rounds"][0]["alone"]["images"]
