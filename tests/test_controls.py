@@ -120,7 +120,10 @@ def load_level_state(root, level):
 def test_connectivity_ends_are_the_levels_themselves_and_identical_nets_have_no_barrier(
     analysed_run,
 ):
-    from prunescope.analysis.connectivity import barrier, path
+    import numpy as np
+
+    from prunescope.analysis.barriers import barriers
+    from prunescope.analysis.connectivity import path
     from prunescope.api import model_for
     from prunescope.rundir.session import open_run_dir
 
@@ -159,7 +162,9 @@ def test_connectivity_ends_are_the_levels_themselves_and_identical_nets_have_no_
         )  # level 1's previous is level 0, the baseline: the same network at alpha 0
     state = ctx.state(2)
     same = path(model_for(cfg), state, state, 5, bn, test)
-    assert barrier([loss for _, _, loss in same]) == pytest.approx(0.0, abs=1e-6)
+    alpha = np.array([a for a, _, _ in same])
+    frankle, linear, _ = barriers(alpha, np.array([loss for _, _, loss in same]))
+    assert frankle == pytest.approx(0.0, abs=1e-6) and linear == pytest.approx(0.0, abs=1e-6)
     assert len({round(acc, 12) for _, acc, _ in same}) == 1
     assert sorted(conn["alpha"].unique()) == [0.0, 0.25, 0.5, 0.75, 1.0]
 

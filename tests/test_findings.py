@@ -278,3 +278,70 @@ def test_sentences_say_which_levels_they_measure():
     f = zeroing_spread_finding(pd.DataFrame(rows, columns=ZEROING_COLUMNS), critical_level=3)
     _, text = words(f)
     assert text.startswith("Over levels 0-2 (3 levels)")  # not the last level, 3
+
+
+def _path(level: int, reference: str, errors: list[float], losses: list[float]) -> pd.DataFrame:
+    alpha = [i / (len(errors) - 1) for i in range(len(errors))]
+    return pd.DataFrame(
+        {
+            "level": level,
+            "network_sparsity": 1 - 0.8**level,
+            "reference": reference,
+            "reference_level": level - 1 if reference == "previous" else 0,
+            "alpha": alpha,
+            "test_accuracy": [1 - e / 100 for e in errors],
+            "test_loss": losses,
+        }
+    )
+
+
+def test_a_smooth_path_between_unequal_ends_is_one_basin():
+    """Levels 0 -> 1 improve smoothly, 47.4% -> 42.0% error: Frankle's barrier is half the
+    gap between the ends (2.7 points, 'not connected' by his 2-point rule), the barrier
+    above the straight line is 0 and the finding says one basin. A path with a real bump
+    (level 2 to the dense network) is not."""
+    from prunescope.analysis.barriers import barrier_naive, barrier_table
+
+    smooth_err = [47.4, 46.0, 44.6, 43.3, 42.0]  # below the line between its ends
+    bump_err = [47.4, 49.0, 53.0, 48.0, 40.0]
+    conn = pd.concat(
+        [
+            _path(1, "previous", smooth_err, [1.285, 1.25, 1.22, 1.195, 1.173]),
+            _path(1, "baseline", smooth_err, [1.285, 1.25, 1.22, 1.195, 1.173]),
+            _path(2, "previous", [42.0, 41.8, 41.5, 41.3, 41.0], [1.2, 1.19, 1.18, 1.17, 1.16]),
+            _path(2, "baseline", bump_err, [1.285, 1.40, 1.55, 1.35, 1.10]),
+        ],
+        ignore_index=True,
+    )
+    table = barrier_table(conn)
+    for (level, ref, metric), row in table.set_index(["level", "reference", "metric"]).iterrows():
+        g = conn[(conn["level"] == level) & (conn["reference"] == ref)]
+        values = (100 * (1 - g["test_accuracy"]) if metric == "error" else g["test_loss"]).tolist()
+        assert (
+            row["barrier_frankle"],
+            row["barrier_linear"],
+            row["argmax_alpha"],
+        ) == pytest.approx(barrier_naive(g["alpha"].tolist(), values))
+    err = table[
+        (table["metric"] == "error") & (table["level"] == 1) & (table["reference"] == "previous")
+    ]
+    assert float(err["barrier_frankle"].iloc[0]) == pytest.approx((47.4 - 42.0) / 2)
+    assert float(err["barrier_linear"].iloc[0]) == pytest.approx(0.0, abs=1e-9)
+    bump = table[
+        (table["metric"] == "error") & (table["level"] == 2) & (table["reference"] == "baseline")
+    ]
+    # the line at alpha 0.5 is 43.7: the path is 53.0 there, 9.3 points above, inside the path
+    assert float(bump["barrier_linear"].iloc[0]) == pytest.approx(53.0 - 43.7)
+    assert float(bump["argmax_alpha"].iloc[0]) == 0.5
+
+    from prunescope.report.findings import connectivity_finding
+    from prunescope.report.sentences import connectivity_finding as words
+
+    found = connectivity_finding(conn, None, table)
+    assert found["previous"]["levels_connected"] == 2  # both consecutive paths: one basin
+    assert found["previous"]["levels_connected_frankle"] == 1  # Frankle's: only level 2
+    assert (
+        found["baseline"]["levels_connected"] == 1 and found["baseline"]["levels_bump_inside"] == 1
+    )
+    _, text = words(found, batchnorm=False)
+    assert "at 2 of 2 levels" in text and "inside the path at 1 of them" in text

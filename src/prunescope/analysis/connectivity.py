@@ -9,8 +9,10 @@ ends included, the BatchNorm running statistics are re-estimated on a fixed
 training subset (``analysis.connectivity.bn_images`` images, no augmentation),
 as is standard; the accuracy at α = 0 and α = 1 is therefore the two levels'
 accuracy *with re-estimated statistics*, which can differ slightly from
-``accuracy.csv``. The barrier is the largest loss on the path above the mean of
-the losses at its ends (0 for two identical networks).
+``accuracy.csv`` (the finding says by how much). ``connectivity_barriers.csv`` gives,
+per level, reference and metric (error in points, loss), Frankle's barrier and the
+barrier above the straight line between the ends (:mod:`prunescope.analysis.barriers`):
+one basin is judged by the latter, since IMP's levels end at different errors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from prunescope.analysis.barriers import COLUMNS as BARRIER_COLUMNS
+from prunescope.analysis.barriers import barrier_table
 from prunescope.analysis.registry import (
     AnalysisSpec,
     Figure,
@@ -118,11 +122,6 @@ def path(
     return out
 
 
-def barrier(losses: list[float]) -> float:
-    """Largest loss on the path above the mean of the losses at its two ends."""
-    return max(losses) - (losses[0] + losses[-1]) / 2
-
-
 def connectivity_table(ctx, levels: list[int]) -> pd.DataFrame:  # ctx: AnalysisContext
     c = ctx.cfg.analysis.connectivity
     test = ctx.batches(c.test_subset, c.batch_size)
@@ -138,6 +137,11 @@ def connectivity_table(ctx, levels: list[int]) -> pd.DataFrame:  # ctx: Analysis
                     (level, ctx.network_sparsity(level), reference, ref_level, alpha, acc, loss)
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _compute(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:
+    path_rows = connectivity_table(ctx, levels)
+    return {"connectivity": path_rows, "connectivity_barriers": barrier_table(path_rows)}
 
 
 def _sentences(s: SentenceInputs) -> list[Sentence]:
@@ -156,8 +160,8 @@ register_analysis(
         name="connectivity",
         description="accuracy and loss on the straight line from each level to the baseline "
         "and to the previous level, BatchNorm re-estimated at every point (Frankle et al. 2020)",
-        tables={"connectivity": COLUMNS},
-        compute=lambda ctx, levels: {"connectivity": connectivity_table(ctx, levels)},
+        tables={"connectivity": COLUMNS, "connectivity_barriers": BARRIER_COLUMNS},
+        compute=_compute,
         settings=ConnectivitySettings,
         depends_on=lambda cfg: {**cfg.analysis.connectivity.model_dump(), "seed": cfg.seed},
         levels=pruned_levels,
@@ -165,7 +169,10 @@ register_analysis(
         finding=lambda inp: (
             {
                 "connectivity": F.connectivity_finding(
-                    inp.tables["connectivity"], inp.critical["level"]
+                    inp.tables["connectivity"],
+                    inp.critical["level"],
+                    inp.tables.get("connectivity_barriers"),
+                    inp.tables.get("accuracy"),
                 )
             }
             if inp.has("connectivity")

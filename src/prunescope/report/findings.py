@@ -311,26 +311,99 @@ def similarity_finding(
 
 # Frankle et al. (2020) call two networks linearly connected (in one basin) when the error
 # barrier on the line between them is below 2 points of accuracy.
-CONNECTED_ERROR_BARRIER = 0.02
+# Frankle et al.'s criterion for one basin: an error barrier of at most 2 points. It is
+# applied to the barrier above the straight line between the ends (analysis/barriers.py),
+# which a smooth path between ends of different error does not exceed.
+CONNECTED_ERROR_POINTS = 2.0
 
 
-def connectivity_finding(conn: pd.DataFrame, critical_level: int | None = None) -> dict[str, Any]:
-    """Per level and reference: the loss barrier (pinned definition) and the error barrier (the
-    accuracy lost at the worst point of the path below the mean of its ends)."""
-    per_level = []
+def _path_rows(conn: pd.DataFrame, barriers: pd.DataFrame) -> list[dict[str, Any]]:
+    """One entry per level and reference: both barriers in error points and in loss."""
+    wide = barriers.set_index(["level", "reference", "metric"])
+    out = []
     for (level, reference), g in conn.groupby(["level", "reference"]):
         g = g.sort_values("alpha")
-        loss, acc = g["test_loss"].to_numpy(), g["test_accuracy"].to_numpy()
-        per_level.append(
+        err, loss = wide.loc[(level, reference, "error")], wide.loc[(level, reference, "loss")]
+        acc = g["test_accuracy"].to_numpy()
+        out.append(
             {
                 "level": int(level),
                 "reference": reference,
                 "network_sparsity": float(g["network_sparsity"].iloc[0]),
-                "loss_barrier": _f(loss.max() - (loss[0] + loss[-1]) / 2),
-                "error_barrier": _f((acc[0] + acc[-1]) / 2 - acc.min()),
+                "error_barrier_frankle": _f(err["barrier_frankle"]),
+                "error_barrier_linear": _f(err["barrier_linear"]),
+                "error_argmax_alpha": _f(err["argmax_alpha"]),
+                "loss_barrier_frankle": _f(loss["barrier_frankle"]),
+                "loss_barrier_linear": _f(loss["barrier_linear"]),
+                "loss_argmax_alpha": _f(loss["argmax_alpha"]),
+                "end_gap_points": _f(100 * abs(acc[-1] - acc[0])),
+                "level_accuracy_on_path": _f(acc[-1]),
             }
         )
-    out: dict[str, Any] = {"per_level": per_level, "threshold": CONNECTED_ERROR_BARRIER}
+    return out
+
+
+def _inside(alpha: float | None) -> bool:
+    return alpha is not None and 0.0 < alpha < 1.0
+
+
+def _reference_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    worst_loss = max(rows, key=lambda p: p["loss_barrier_linear"] or 0.0) if rows else None
+    worst_err = max(rows, key=lambda p: p["error_barrier_linear"] or 0.0) if rows else None
+    return {
+        "levels_considered": len(rows),
+        "levels_connected": sum(
+            1 for p in rows if (p["error_barrier_linear"] or 0.0) <= CONNECTED_ERROR_POINTS
+        ),
+        "levels_connected_frankle": sum(
+            1 for p in rows if (p["error_barrier_frankle"] or 0.0) <= CONNECTED_ERROR_POINTS
+        ),
+        "levels_bump_inside": sum(
+            1
+            for p in rows
+            if _inside(p["loss_argmax_alpha"]) and (p["loss_barrier_linear"] or 0) > 0
+        ),
+        "max_error_barrier_linear": worst_err["error_barrier_linear"] if worst_err else None,
+        "max_error_barrier_linear_level": worst_err["level"] if worst_err else None,
+        "max_loss_barrier_linear": worst_loss["loss_barrier_linear"] if worst_loss else None,
+        "max_loss_barrier_linear_level": worst_loss["level"] if worst_loss else None,
+        "max_error_barrier_frankle": _f(max((p["error_barrier_frankle"] or 0.0) for p in rows))
+        if rows
+        else None,
+    }
+
+
+def _ends(rows: list[dict[str, Any]], accuracy: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The level's accuracy at α = 1 (BatchNorm re-estimated) against accuracy.csv's."""
+    if accuracy is None or accuracy.empty:
+        return None
+    by_level = accuracy.set_index("level")["test_accuracy"]
+    drops = [
+        100 * (float(by_level[p["level"]]) - p["level_accuracy_on_path"])
+        for p in rows
+        if p["reference"] == "previous" and p["level"] in by_level.index
+    ]
+    if not drops:
+        return None
+    return {"levels": len(drops), "min_points": _f(min(drops)), "max_points": _f(max(drops))}
+
+
+def connectivity_finding(
+    conn: pd.DataFrame,
+    critical_level: int | None = None,
+    barriers: pd.DataFrame | None = None,
+    accuracy: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Per level and reference, both barriers (``connectivity_barriers.csv``; derived from
+    ``conn`` for runs analysed before that table existed): one basin when the error rises
+    at most 2 points above the straight line between the ends; where the worst point lies;
+    and how far the path's BatchNorm-re-estimated ends sit from ``accuracy.csv``."""
+    if barriers is None or barriers.empty:
+        from prunescope.analysis.barriers import barrier_table
+
+        barriers = barrier_table(conn)
+    per_level = _path_rows(conn, barriers)
+    out: dict[str, Any] = {"per_level": per_level, "threshold_points": CONNECTED_ERROR_POINTS}
     for reference in ("previous", "baseline"):
         rows = [
             p
@@ -338,18 +411,8 @@ def connectivity_finding(conn: pd.DataFrame, critical_level: int | None = None) 
             if p["reference"] == reference
             and (critical_level is None or p["level"] < critical_level)
         ]
-        worst = max(rows, key=lambda p: p["loss_barrier"] or 0.0) if rows else None
-        out[reference] = {
-            "levels_considered": len(rows),
-            "levels_connected": sum(
-                1 for p in rows if (p["error_barrier"] or 0.0) <= CONNECTED_ERROR_BARRIER
-            ),
-            "max_loss_barrier": worst["loss_barrier"] if worst else None,
-            "max_loss_barrier_level": worst["level"] if worst else None,
-            "max_error_barrier": _f(max((p["error_barrier"] or 0.0) for p in rows))
-            if rows
-            else None,
-        }
+        out[reference] = _reference_summary(rows)
+    out["ends"] = _ends(per_level, accuracy)
     return out
 
 

@@ -166,22 +166,41 @@ def similarity_finding(metric: str, sm: dict[str, Any], batchnorm: bool = True) 
     )
 
 
-def connectivity_finding(cf: dict[str, Any], batchnorm: bool = True) -> Finding:
-    """The paper's hypothesis that pruned networks find "a similar basin", tested."""
-    prev, base = cf["previous"], cf["baseline"]
-    threshold = 100 * cf["threshold"]
+def _basin(part: dict[str, Any], threshold: float, what: str) -> str:
+    n = part["levels_considered"]
+    inside = part["levels_bump_inside"]
     return (
-        "One basin? (linear mode connectivity):",
-        f"On the straight line between each level and the previous one"
-        f"{' (BatchNorm re-estimated at every point)' if batchnorm else ''}, the error barrier is at most {threshold:g} points (Frankle et al.'s "
-        f"criterion for one basin) at {prev['levels_connected']} of "
-        f"{plural(prev['levels_considered'], 'level')}; the largest loss barrier is "
-        f"{num(prev['max_loss_barrier'], 3)} (level {prev['max_loss_barrier_level']}) and the "
-        f"largest error barrier {num(100 * prev['max_error_barrier'] if prev['max_error_barrier'] is not None else None)} "
-        f"points. To the dense network: {base['levels_connected']} of "
-        f"{plural(base['levels_considered'], 'level')} within {threshold:g} points (largest loss "
-        f"barrier {num(base['max_loss_barrier'], 3)} at level {base['max_loss_barrier_level']}).",
+        f"{what}: the error rises at most {threshold:g} points above the straight line between "
+        f"the ends at {part['levels_connected']} of {plural(n, 'level')} (largest rise "
+        f"{num(part['max_error_barrier_linear'])} points, level "
+        f"{part['max_error_barrier_linear_level']}); the loss bulges above that line inside "
+        f"the path at {inside} of them (largest {num(part['max_loss_barrier_linear'], 3)}, level "
+        f"{part['max_loss_barrier_linear_level']}). Frankle's barrier (worst point above the "
+        f"mean of the ends), which counts half of any gap between the ends, is within "
+        f"{threshold:g} points at {part['levels_connected_frankle']} of them (largest "
+        f"{num(part['max_error_barrier_frankle'])})"
     )
+
+
+def connectivity_finding(cf: dict[str, Any], batchnorm: bool = True) -> Finding:
+    """The paper's hypothesis that pruned networks find "a similar basin", tested against
+    the straight line between the ends (analysis/barriers.py)."""
+    threshold = cf["threshold_points"]
+    text = (
+        _basin(cf["previous"], threshold, "Each level and the previous one")
+        + ". "
+        + _basin(cf["baseline"], threshold, "Each level and the dense network")
+        + "."
+    )
+    if batchnorm:
+        text += " BatchNorm statistics are re-estimated at every point of the path"
+        if ends := cf.get("ends"):
+            text += (
+                f", which puts a level's own accuracy {num(ends['min_points'])} to "
+                f"{num(ends['max_points'])} points below accuracy.csv's"
+            )
+        text += "."
+    return "One basin? (linear mode connectivity):", text
 
 
 def controls_finding(controls: dict[str, Any]) -> Finding:

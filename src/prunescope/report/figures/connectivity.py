@@ -22,7 +22,9 @@ REFERENCES = {"previous": "to the previous level", "baseline": "to the dense net
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     conn = inp.tables["connectivity"]
-    found = inp.summary.get("connectivity") or connectivity_finding(conn)
+    found = inp.summary.get("connectivity") or connectivity_finding(
+        conn, barriers=inp.tables.get("connectivity_barriers")
+    )
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 2.8), layout="constrained")
     levels = sorted(conn["level"].unique())
     cmap = plt.get_cmap("viridis")
@@ -40,7 +42,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         rows = [p for p in found["per_level"] if p["reference"] == reference]
         ax.plot(
             [p["network_sparsity"] for p in rows],
-            [p["loss_barrier"] for p in rows],
+            [p["loss_barrier_linear"] for p in rows],
             ls=ls,
             marker=marker,
             ms=3.5,
@@ -50,7 +52,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     sparsity_axis(ax, float(conn["network_sparsity"].max()), label=False)
     ax.set_xlabel("network sparsity (%)")
     mark_critical(ax, inp.critical)
-    ax.set_title("loss barrier")
+    ax.set_title("loss above the line")
     ax.legend(loc="upper left")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", title="level")
@@ -66,7 +68,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
                 if inp.batchnorm
                 else ""
             )
-            + "; right: the barrier (largest loss on the path above the mean of its ends) against "
-            "network sparsity.",
+            + "; right: the barrier, the largest loss on the path above the straight line "
+            "between its ends (0 for a path that does not bulge), against network sparsity.",
         )
     ]
