@@ -268,3 +268,21 @@ def test_a_branch_trains_the_controls_at_the_runs_sparsities(analysed_run, tmp_p
     summary = json.loads((root / "report/summary.json").read_text())  # rebuilt with controls
     assert set(summary["findings"]["controls"]) == {"random_global", "random_reinit"}
     assert "controls" in {f["name"] for f in summary["figures"]}
+
+
+def test_finetune_at_a_vanishing_final_learning_rate_is_said():
+    """imp.rewind = "finetune" trains at the schedule's last rate: under cosine that is
+    lr * (1 + cos(pi * (T*S - 1) / (T*S))) / 2, next to nothing (worked out here)."""
+    import math
+
+    from prunescope.config import build_config
+    from prunescope.imp import finetune_rate_warning
+
+    cfg = build_config(preset="cpu-resnet20-cifar10", overrides=["imp.rewind=finetune"])
+    steps, epochs = 40, cfg.imp.pretrain_epochs + cfg.imp.train_epochs
+    final = cfg.train.lr * (1 + math.cos(math.pi * (epochs * steps - 1) / (epochs * steps))) / 2
+    warning = finetune_rate_warning(cfg, steps)
+    assert warning is not None and f"{final:.2g}" in warning
+    step = build_config(preset="paper-resnet20-cifar10", overrides=["imp.rewind=finetune"])
+    assert finetune_rate_warning(step, 391) is None  # a step schedule ends at lr/100
+    assert finetune_rate_warning(build_config(preset="cpu-resnet20-cifar10"), steps) is None

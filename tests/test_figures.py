@@ -177,3 +177,26 @@ def test_runs_are_labelled_by_the_keys_that_differ():
     labels = run_labels([Path("r1"), Path("r2")], [a, b])
     assert labels == ["imp.pretrain_epochs=1", "imp.pretrain_epochs=5"]  # data.root never labels
     assert run_labels([Path("x/r1"), Path("y/r2")], [a, a]) == ["r1", "r2"]
+
+
+def test_controls_figure_without_sparsity_tables_draws_the_gaps(tmp_path):
+    """A run with branches but no sparsity table (run --no-analyze, then branch, then report)
+    used to end in KeyError: 'sparsity_layers'."""
+    from prunescope.report.figures import controls
+    from prunescope.report.figures.common import FigureInputs
+
+    acc = pd.DataFrame(
+        {
+            "level": [0, 1, 2],
+            "network_sparsity": [0.0, 0.2, 0.36],
+            "test_accuracy": [0.6, 0.62, 0.63],
+            "test_loss": [1.2, 1.1, 1.05],
+        }
+    )
+    branch = {"accuracy": acc.assign(test_accuracy=[0.6, 0.58, 0.55])}
+    inp = FigureInputs(
+        {"accuracy": acc}, ["stem", "fc"], ["fc"], {"level": None}, controls={"random_mask": branch}
+    )
+    files = controls.draw(inp, tmp_path)
+    assert [f.name for f in files] == ["controls"]
+    assert "needs the sparsity tables" in files[0].caption

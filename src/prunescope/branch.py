@@ -13,7 +13,10 @@ its own manifest, checkpoints and lock), so it resumes after a crash and is anal
 and reported exactly like a run. It records the sha256 of every mask of the run it was
 made from, and is refused once the run was redone under it. Level 0 of the two
 random-mask controls is the run's own dense level (same start, same data, no mask),
-copied byte for byte rather than trained again.
+copied byte for byte rather than trained again. ``random_reinit`` is not pretrained: its
+rewind state is the new initialisation itself, so every one of its levels, level 0
+included, trains the level's epochs from that initialisation (the run's levels start
+from the run's pretrained rewind point).
 """
 
 from __future__ import annotations

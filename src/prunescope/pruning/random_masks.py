@@ -8,8 +8,11 @@ random positions over every prunable weight: each layer is pruned, in expectatio
 at the network's sparsity.
 
 Each level's random mask is drawn afresh (not nested in the previous level's), from
-a generator seeded by (run seed, kind, level), as OpenLTH's random-pruning branch
-does; the same seed gives the same masks on every machine.
+a generator seeded by (run seed, kind, level); the same seed gives the same masks on
+every machine. OpenLTH's ``randomly_prune`` differs here: it reuses one seeded
+permutation, so its random masks nest from level to level. A fresh draw makes each
+level's control independent of the previous one; the sparsities controlled for are the
+same either way.
 """
 
 from __future__ import annotations

@@ -100,6 +100,8 @@ def run_series(
         band = accuracy_band(accs, [str(run_dirs[i]) for i in group])
         mean = band[COLUMNS["accuracy"]]
         seeds = ", ".join(str(cfgs[i].seed) for i in group)
+        if label == Path(run_dirs[group[0]]).resolve().name:  # a folder's name, not the group's
+            label = ""
         out.append(
             RunSeries(
                 f"{label} (mean of seeds {seeds})" if label else f"mean of seeds {seeds}",

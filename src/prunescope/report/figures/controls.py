@@ -27,11 +27,36 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     found = inp.summary.get("controls") or controls_finding(
         inp.tables["accuracy"], inp.controls, inp.stage_order, inp.exclude
     )
-    fig, (gap_ax, st_ax) = plt.subplots(1, 2, figsize=(WIDTH, 3.0), layout="constrained")
+    layers = inp.tables.get("sparsity_layers")
+    stages = layers is not None and not layers.empty  # a run analysed without sparsity: gaps only
+    fig, axes = plt.subplots(1, 2 if stages else 1, figsize=(WIDTH, 3.0), layout="constrained")
+    gap_ax = axes[0] if stages else axes
+    _gaps(gap_ax, inp, found)
+    note = (
+        _stage_panel(axes[1], fig, inp)
+        if stages
+        else (
+            " The stage sparsity panel needs the sparsity tables: prunescope analyze RUN --only "
+            "sparsity."
+        )
+    )
+    return [
+        save(
+            fig,
+            out,
+            "controls",
+            "Left: test accuracy of each control branch minus IMP's at the same level (same data "
+            "order, schedule and sparsity; random_mask keeps IMP's per-layer sparsities, so its "
+            f"stage sparsity equals IMP's by construction).{note}",
+        )
+    ]
+
+
+def _gaps(ax, inp: FigureInputs, found: dict) -> None:
     top = float(inp.tables["accuracy"]["network_sparsity"].max())
     for kind, c in found.items():
         ls, marker = STYLES.get(kind, ("-", "o"))
-        gap_ax.plot(
+        ax.plot(
             [g["network_sparsity"] for g in c["per_level"]],
             [100 * g["gap"] for g in c["per_level"]],
             ls=ls,
@@ -40,12 +65,17 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             color="black",
             label=kind,
         )
-    gap_ax.axhline(0, color="grey", lw=0.8)
-    sparsity_axis(gap_ax, top, label=False)
-    gap_ax.set_xlabel("network sparsity (%)")
-    mark_critical(gap_ax, inp.critical)
-    gap_ax.set_ylabel("control − IMP test accuracy (points)")
-    gap_ax.legend(loc="lower left")
+    ax.axhline(0, color="grey", lw=0.8)
+    sparsity_axis(ax, top, label=False)
+    ax.set_xlabel("network sparsity (%)")
+    mark_critical(ax, inp.critical)
+    ax.set_ylabel("control − IMP test accuracy (points)")
+    ax.legend(loc="lower left")
+
+
+def _stage_panel(ax, fig, inp: FigureInputs) -> str:
+    """IMP's stage sparsity (solid) beside random_global's (dotted); returns the caption's
+    part for it."""
     styles = stage_styles(inp.stage_order)
     imp = pruned_stage_sparsity(inp.tables["sparsity_layers"], inp.stage_order, inp.exclude)
     uniform = inp.controls.get("random_global", {}).get("sparsity_layers")
@@ -59,7 +89,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         g = imp[imp["stage"] == stage]
         if g.empty:
             continue
-        st_ax.plot(
+        ax.plot(
             100 * g["network_sparsity"],
             100 * g["sparsity"],
             color=s.colour,
@@ -71,28 +101,22 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         )
         if ctrl is not None:
             c = ctrl[ctrl["stage"] == stage]
-            st_ax.plot(
+            ax.plot(
                 100 * c["network_sparsity"], 100 * c["sparsity"], color=s.colour, ls=":", lw=1.0
             )
-    st_ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=0.8)
-    st_ax.set_xlim(0, 100)
-    st_ax.set_ylim(0, 100)
-    st_ax.set_xlabel("network sparsity (%)")
-    st_ax.set_ylabel("stage sparsity (%)")
-    fig.legend(*st_ax.get_legend_handles_labels(), loc="outside right upper", title="stage")
-    note = (
-        " Right: stage sparsity of IMP (solid) and of the random_global control (dotted), which "
-        "prunes every stage at about the network's sparsity."
-        if ctrl is not None
-        else " Right: IMP's stage sparsity (branch random_global to compare with uniform pruning)."
-    )
-    return [
-        save(
-            fig,
-            out,
-            "controls",
-            "Left: test accuracy of each control branch minus IMP's at the same level (same data "
-            "order, schedule and sparsity; random_mask keeps IMP's per-layer sparsities, so its "
-            f"stage sparsity equals IMP's by construction).{note}",
+    ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=0.8)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("network sparsity (%)")
+    ax.set_ylabel("stage sparsity (%)")
+    handles, labels = ax.get_legend_handles_labels()
+    if ctrl is not None:  # the dotted lines, named once for every stage
+        handles.append(plt.Line2D([], [], color="grey", ls=":", lw=1.0))
+        labels.append("random_global (dotted)")
+    fig.legend(handles, labels, loc="outside right upper", title="stage")
+    if ctrl is not None:
+        return (
+            " Right: stage sparsity of IMP (solid) and of the random_global control (dotted), "
+            "which prunes every stage at about the network's sparsity."
         )
-    ]
+    return " Right: IMP's stage sparsity (branch random_global to compare with uniform pruning)."
