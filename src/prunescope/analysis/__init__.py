@@ -11,6 +11,7 @@ from prunescope.analysis import similarity  # noqa: F401
 from prunescope.analysis import connectivity  # noqa: F401
 from prunescope.analysis import export_table  # noqa: F401
 from prunescope.runtime import analysis as runtime  # noqa: F401
+from prunescope.analysis import iterative_zeroing  # noqa: F401
 from prunescope.analysis import controls  # noqa: F401  (a report part, drawn last)
 
 # isort: on

@@ -108,6 +108,7 @@ class ReportPart:
 class AnalysisSpec(ReportPart):
     description: str = ""
     tables: dict[str, list[str]] = field(default_factory=dict)  # table -> its pinned columns
+    column_kinds: dict[str, str] = field(default_factory=dict)  # column -> text/integer/bool
     compute: Callable[[AnalysisContext, list[int]], dict[str, pd.DataFrame]] | None = None
     settings: type[BaseModel] | None = None  # its [analysis.<name>] section
     depends_on: Callable[[Config], dict] = lambda cfg: {}  # a change recomputes its tables
@@ -134,7 +135,7 @@ def register_analysis(spec: AnalysisSpec) -> AnalysisSpec:
         raise ValueError(f"analysis {spec.name!r} has no compute function")
     _register(spec)
     for table, columns in spec.tables.items():
-        register_table(table, columns)
+        register_table(table, columns, spec.column_kinds)
     return spec
 
 

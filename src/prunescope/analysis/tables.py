@@ -12,12 +12,25 @@ from prunescope.rundir.layout import ANALYSIS, RunDir
 # The pinned columns of every table (docs/formats.md, "Analysis tables"): filled by the module that
 # writes each table (its analysis registers them), read by everything that reads one.
 COLUMNS: dict[str, list[str]] = {}
+KINDS: dict[str, dict[str, str]] = {}  # table -> column -> "text", "integer", "bool"
 
 
-def register_table(name: str, columns: list[str]) -> None:
+def register_table(name: str, columns: list[str], kinds: dict[str, str] | None = None) -> None:
+    """A table's pinned columns; ``kinds`` says which hold text, integers or booleans where
+    the shared sets below do not (numbers otherwise)."""
     if name in COLUMNS and COLUMNS[name] != list(columns):
         raise ValueError(f"table {name!r} registered twice with other columns")
     COLUMNS[name] = list(columns)
+    KINDS[name] = {c: k for c, k in (kinds or {}).items() if c in columns}
+
+
+def kind_of(table: str, column: str) -> str:
+    declared = KINDS.get(table, {}).get(column)
+    if declared:
+        return declared
+    if column in TEXT_COLUMNS:
+        return "text"
+    return "integer" if column in INTEGER_COLUMNS else "number"
 
 
 # What each pinned column holds. Tables are read back from run directories that may
@@ -31,8 +44,6 @@ TEXT_COLUMNS = {
     "metric",
     "format",
     "device",
-    "method",
-    "alpha_kind",
 }
 INTEGER_COLUMNS = {
     "level",
@@ -105,7 +116,8 @@ def _sort_key(rd: RunDir, cols: list[str]):
 def read_table(rd: RunDir, name: str) -> pd.DataFrame:
     rel = table_path(name)
     data = rd.read(rel)
-    text = [c for c in COLUMNS[name] if c in TEXT_COLUMNS]
+    kinds = {c: kind_of(name, c) for c in COLUMNS[name]}
+    text = [c for c, k in kinds.items() if k == "text"]
     try:
         df = pd.read_csv(io.BytesIO(data), dtype={c: str for c in text})
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -113,20 +125,21 @@ def read_table(rd: RunDir, name: str) -> pd.DataFrame:
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:
         raise RunDirError(f"{rd.path(rel)} lacks columns {missing}")
-    for c in COLUMNS[name]:
-        if c in text:
-            ok = not df[c].isna().any()
-        elif c in INTEGER_COLUMNS:
-            ok = pd.api.types.is_integer_dtype(df[c]) or df.empty
-        else:
-            ok = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-            ok = ok or df.empty
-        if not ok:
-            raise RunDirError(
-                f"{rd.path(rel)} is damaged: column {c!r} does not hold "
-                f"{'text' if c in text else 'numbers'}"
-            )
+    for c, kind in kinds.items():
+        if not (df.empty or _holds(df[c], kind)):
+            what = {"text": "text", "bool": "True/False"}.get(kind, "numbers")
+            raise RunDirError(f"{rd.path(rel)} is damaged: column {c!r} does not hold {what}")
     return df
+
+
+def _holds(column: pd.Series, kind: str) -> bool:
+    if kind == "text":
+        return not column.isna().any()
+    if kind == "bool":
+        return pd.api.types.is_bool_dtype(column)
+    if kind == "integer":
+        return pd.api.types.is_integer_dtype(column)
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
 def has_table(rd: RunDir, name: str) -> bool:
