@@ -139,6 +139,14 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from prunescope.config.describe import annotated_toml, markdown_reference
+
+    cfg = request_from_args(args).build()
+    print(markdown_reference(cfg) if args.markdown else annotated_toml(cfg), end="")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from prunescope.data import dataset_names, dataset_spec
 
@@ -297,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("datasets", help="registered datasets")
     p.set_defaults(func=cmd_datasets)
+    p = sub.add_parser(
+        "config",
+        help="the resolved config as TOML, every key with its description, default and "
+        "allowed values (from --preset, --config and --set, as run would build it)",
+    )
+    add_config_args(p)
+    p.add_argument("--markdown", action="store_true", help="the key reference (docs/config.md)")
+    p.set_defaults(func=cmd_config)
     p = sub.add_parser(
         "layers",
         help="a config's model: its prunable layers (stage, group, neuron axis, fan-in), what "

@@ -59,8 +59,14 @@ class ConnectivitySettings(Section):
     bn_images: int = Field(
         1000, gt=0, description="training images that BatchNorm statistics are re-estimated on"
     )
-    test_subset: int | None = Field(None, gt=0)
-    batch_size: int = Field(250, gt=0)
+    test_subset: int | None = Field(
+        None,
+        gt=0,
+        description="test examples each point of the path is evaluated on (default: all)",
+    )
+    batch_size: int = Field(
+        250, gt=0, description="examples per forward pass (memory, not the numbers)"
+    )
 
 
 def alphas(points: int) -> list[float]:

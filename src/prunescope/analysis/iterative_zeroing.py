@@ -93,8 +93,12 @@ class IterativeZeroingSettings(Section):
     sample: int = Field(
         4, ge=0, description="neurons per stage whose one-shot and fine-tuned changes are compared"
     )
-    test_subset: int | None = Field(None, gt=0)
-    batch_size: int = Field(250, gt=0)
+    test_subset: int | None = Field(
+        None, gt=0, description="test examples the accuracy is measured on (default: all)"
+    )
+    batch_size: int = Field(
+        250, gt=0, description="examples per forward pass (memory, not the numbers)"
+    )
 
 
 # -- what is removed --------------------------------------------------------------------------

@@ -45,10 +45,15 @@ METRICS = ("cosine", "cosine_per_neuron", "cka")
 
 
 class SimilaritySettings(Section):
-    test_subset: int | None = Field(None, gt=0)
-    batch_size: int = Field(250, gt=0)
+    test_subset: int | None = Field(
+        None, gt=0, description="test examples whose activations are compared (default: all)"
+    )
+    batch_size: int = Field(
+        250, gt=0, description="examples per forward pass (memory, not the numbers)"
+    )
     metrics: list[Literal["cosine", "cosine_per_neuron", "cka"]] = Field(
-        default_factory=lambda: ["cosine", "cosine_per_neuron", "cka"]
+        default_factory=lambda: ["cosine", "cosine_per_neuron", "cka"],
+        description="cosine (flattened activations), cosine_per_neuron (mean over channels), cka (linear CKA)",
     )
 
 

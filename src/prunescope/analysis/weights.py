@@ -23,7 +23,9 @@ from prunescope.report.figures import weights as weights_figure
 
 
 class WeightsSettings(Section):
-    bins: int = Field(80, ge=4, le=1000)
+    bins: int = Field(
+        80, ge=4, le=1000, description="log-spaced bins of |w| shared by every level and stage"
+    )
     min: float = Field(
         1e-6, gt=0, description="lowest bin edge of |w|; smaller values count in the first bin"
     )

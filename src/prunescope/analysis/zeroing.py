@@ -48,12 +48,17 @@ log = logging.getLogger("prunescope")
 
 
 class ZeroingSettings(Section):
-    levels: list[int] | Literal["all"] = "all"
-    test_subset: int | None = Field(None, gt=0)
+    levels: list[int] | Literal["all"] = Field("all", description="levels to zero (a list), or all")
+    test_subset: int | None = Field(
+        None, gt=0, description="test examples zeroing evaluates on (default: the whole test set)"
+    )
     # "weights" is the paper's Alg. 2 (incoming weights and bias to 0: zeroing.csv); after
     # a BatchNorm that still leaves the constant beta - gamma*mu/sqrt(var+eps), so "output"
     # zeroes the neuron after its BatchNorm instead (zeroing_output.csv); "both" does both.
-    mode: Literal["weights", "output", "both"] = "weights"
+    mode: Literal["weights", "output", "both"] = Field(
+        "weights",
+        description="weights: incoming weights and bias to 0 (Alg. 2, zeroing.csv); output: the neuron after its BatchNorm (zeroing_output.csv); both",
+    )
     # Measured on 2 CPU cores (ResNet20, 256 images): 32 → 28.5 s, 64 → 25.8 s, 128 → 38.8 s,
     # 256 → 49.6 s; bigger passes fall out of cache. A GPU takes more neurons per pass instead.
     batch_size: int = Field(64, gt=0, description="test images per pass")

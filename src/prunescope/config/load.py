@@ -261,6 +261,17 @@ def default_exclude(cfg: Config) -> list[str]:
     return default_classifier(model, data.probe_batch()[0])
 
 
+def toml_literal(value: Any) -> str:
+    """A value as one line of TOML that ``--set`` reads back as the same value (lists and
+    tables inline); TypeError for what TOML cannot hold."""
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{toml_literal(k)} = {toml_literal(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
 def config_to_toml(cfg: Config) -> str:
     """The resolved config as TOML; unset optional keys are listed as comments (TOML has no null)."""
     data = cfg.model_dump(mode="json")

@@ -102,23 +102,30 @@ class DataSection(Section):
 
 
 class TrainSection(Section):
-    batch_size: int = Field(128, gt=0, le=65536)
-    eval_batch_size: int = Field(1000, gt=0, le=65536)
+    batch_size: int = Field(128, gt=0, le=65536, description="training examples per step")
+    eval_batch_size: int = Field(
+        1000, gt=0, le=65536, description="examples per forward pass when evaluating (speed only)"
+    )
     optimizer: Literal["sgd", "adamw"] = Field(
         "sgd", description="sgd (the paper's) or adamw (betas 0.9/0.999; momentum unused)"
     )
-    lr: float = Field(0.1, gt=0, le=100)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0, lt=1)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    lr: float = Field(0.1, gt=0, le=100, description="the learning rate at the schedule's peak")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD)")
+    weight_decay: float = Field(5e-4, ge=0, lt=1, description="L2 weight decay (AdamW: decoupled)")
+    schedule: Literal["cosine", "step", "constant"] = Field(
+        "cosine",
+        description="learning-rate schedule over pretraining and level training: cosine, step (gamma at milestones) or constant",
+    )
     milestones: list[int] = Field(
         default_factory=list,
         description="step schedule: epochs (of the whole schedule) where lr *= gamma",
     )
-    gamma: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    gamma: float = Field(0.1, gt=0, le=1, description="step schedule: the factor at each milestone")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear warm-up at the schedule's start, in epochs"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     epochs: int = Field(10, ge=1, description="epochs of `prunescope train` (dense training)")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "auto",
@@ -194,7 +201,10 @@ class ImpSection(Section):
     exclude: list[str] | None = Field(
         None, description="module names never pruned (default: the model's classifier)"
     )
-    scope: Literal["global", "layerwise"] = "global"
+    scope: Literal["global", "layerwise"] = Field(
+        "global",
+        description="global: one magnitude ranking over the network (the paper); layerwise: each layer loses rate of its own weights",
+    )
     method: str = Field("magnitude", description="a pruning method: magnitude, complete, group")
     prune_fanout: bool = Field(
         False, description="also prune what reads an emptied neuron, in the same budget"
@@ -269,7 +279,12 @@ class ReportSection(Section):
 
 
 class Config(Section):
-    seed: int = Field(0, ge=0, lt=2**31)
+    seed: int = Field(
+        0,
+        ge=0,
+        lt=2**31,
+        description="the one seed every draw derives from (init, data order, augmentation, dropout, subsets)",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     # On a busy machine, or several runs at once, 1 thread per process is faster: measured
     # on 2 cores under load, 2 threads per process were several times slower than 1.

@@ -57,11 +57,16 @@ LAYER_COLUMNS = [
 
 
 class RuntimeSettings(Section):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 64],
+        description="batch sizes timed (each at most the test set's size)",
+    )
     # One thread is what a quiet measurement can reproduce; raise it to time a server.
-    threads: int = Field(1, gt=0, le=4096)
+    threads: int = Field(
+        1, gt=0, le=4096, description="torch (and ONNX Runtime) threads while timing"
+    )
     repetitions: int = Field(20, ge=3, description="interleaved timed calls per format")
-    warmup: int = Field(3, ge=0)
+    warmup: int = Field(3, ge=0, description="untimed calls per format before timing")
     formats: list[str] = Field(
         default_factory=lambda: ["auto"],
         description="auto: every format, ONNX Runtime where it is installed",

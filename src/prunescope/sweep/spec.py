@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prunescope.config import Config, build_config
-from prunescope.config.load import closest_key, flatten, known_keys, tomllib
+from prunescope.config.load import closest_key, flatten, known_keys, toml_literal, tomllib
 from prunescope.errors import ConfigError, UserInputError, shorten
 from prunescope.rundir.files import read_regular
 from prunescope.rundir.session import RESUMABLE_KEYS
@@ -160,15 +159,10 @@ def field_name(loc: tuple) -> str:
     return printable(".".join(map(str, loc)))
 
 
-def toml_literal(value: Any) -> str:
-    """A value as the TOML text ``--set`` reads back as the same value (one line)."""
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{toml_literal(k)} = {toml_literal(v)}" for k, v in value.items())
-        return "{" + items + "}"
+def grid_literal(value: Any) -> str:
+    """A grid value as one line of TOML (:func:`~prunescope.config.load.toml_literal`)."""
     try:
-        return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+        return toml_literal(value)
     except TypeError:
         raise UserInputError(f"a grid value must be a TOML value, got {value!r}") from None
 
@@ -227,7 +221,7 @@ def expand(sweep: SweepFile, max_runs: int = MAX_RUNS) -> list[SweepPoint]:
             for (keys, _), row in zip(axes, combo, strict=True)
             for k, v in zip(keys, row, strict=True)
         }
-        overrides = (*sweep.base.set, *(f"{k}={toml_literal(v)}" for k, v in values.items()))
+        overrides = (*sweep.base.set, *(f"{k}={grid_literal(v)}" for k, v in values.items()))
         try:
             cfg = build_config(sweep.base.preset, sweep.base.config, list(overrides))
         except ConfigError as exc:
