@@ -39,3 +39,41 @@ def test_the_key_reference_in_docs_is_current():
     assert DOCS.read_text() == markdown_reference(build_config()), (
         "regenerate it: prunescope config --markdown > docs/config.md"
     )
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_dry_run_checks_and_says_what_it_would_do_and_writes_nothing(
+    tmp_path, capsys, damaged_copy
+):
+    new = tmp_path / "new"
+    assert main(["run", "--preset", "quickstart", "--run-dir", str(new), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert not new.exists()
+    assert "9 levels (0-8)" in out and "40.0%, 64.0%, 78.4%" in out  # 1 - 0.6^k
+    assert "1 pretraining + 9 x 10 level epochs = 91 epochs" in out
+    run = damaged_copy()
+    before = _snapshot(run)
+    assert main(["run", "--run-dir", str(run), "--dry-run"]) == 0
+    assert "would resume" in capsys.readouterr().out
+    assert _snapshot(run) == before  # not even the lock or a session record
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "quickstart",
+                "--run-dir",
+                str(new),
+                "--dry-run",
+                "--set",
+                "imp.rate=2",
+            ]
+        )
+        == 2
+    )
+    assert not new.exists()

@@ -173,6 +173,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     request = request_from_args(args)
     given = request.complete or request.overrides
+    if args.dry_run:
+        from prunescope.dry_run import plan
+
+        print(plan(args.run_dir, request if given else None))
+        return 0
     run(
         args.run_dir,
         request if given else None,
@@ -335,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-analyze", action="store_true", help="train only")
     p.add_argument(
         "--redo-from", type=int, metavar="N", help="forget level N and later ones, train them again"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything, time a few steps, say what the run would do; write nothing",
     )
     p.set_defaults(func=cmd_run)
 
