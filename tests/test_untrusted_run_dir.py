@@ -739,3 +739,40 @@ def test_export_out_that_cannot_be_written_or_is_a_link(analysed_run, tmp_path, 
     assert main(["export", str(analysed_run), "--level", "1", "--out", str(out)]) == 2
     one_error_line(capsys)
     assert where != "link" or not any((tmp_path / "elsewhere").iterdir())
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file of a run directory but its lock (which names its last holder's pid)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+REFUSED = {
+    "runtime_without_onnxruntime": [
+        "runtime",
+        "{root}",
+        "--levels",
+        "1",
+        "--formats",
+        "dense,onnxruntime",
+    ],
+    "runtime_batch": ["runtime", "{root}", "--levels", "1", "--batch-sizes", "100000000"],
+    "analyze_subset": ["analyze", "{root}", "--set", "analysis.zeroing.test_subset=100000"],
+    "branch_levels": ["branch", "{root}", "random_mask", "--set", "imp.levels=5"],
+    "run_changed": ["run", "--run-dir", "{root}", "--set", "imp.rate=0.5"],
+}
+
+
+@pytest.mark.parametrize("argv", list(REFUSED.values()), ids=list(REFUSED))
+def test_a_command_that_fails_changes_nothing(damaged_copy, argv, monkeypatch, capsys):
+    """Settings are recorded only with the results they produced (issue #25: a refused
+    `runtime --formats dense,onnxruntime` had rewritten config.toml)."""
+    root = damaged_copy()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    before = _files(root)
+    assert main([a.format(root=root) for a in argv]) == 2
+    one_error_line(capsys)
+    assert _files(root) == before

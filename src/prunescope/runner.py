@@ -103,7 +103,7 @@ def lead_run(
             imp = IMP(cfg, rd, device, data=session.prepared)
             distributed.broadcast_object(cfg.model_dump(mode="json"))
             started = True
-            rd.manifest["sessions"][-1].update(
+            rd.session.update(
                 threads=threads,
                 precision=imp.trainer.precision,
                 compile=imp.trainer.compiled,
@@ -170,7 +170,7 @@ def analyze(
         if isinstance(only, str) or only is None:
             only = parse_only(only, session.cfg.analysis.plugins)
         device = resolve_device(session.cfg.device)
-        session.rd.manifest["sessions"][-1]["threads"] = apply_threads(session.cfg.threads)
+        session.rd.session["threads"] = apply_threads(session.cfg.threads)
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
         for branch in branch_dirs(session.rd.root):  # its controls, with the same settings
             with WriteSession(branch, request, create=False) as b:
@@ -210,7 +210,7 @@ def run_branch(
             same_data_as_parent(parent.rd, session.prepared)
             check_data(rd, session.prepared)
             device = resolve_device(cfg.device)
-            rd.manifest["sessions"][-1]["threads"] = apply_threads(cfg.threads)
+            rd.session["threads"] = apply_threads(cfg.threads)
             imp = BranchIMP(cfg, rd, device, parent.rd, kind, data=session.prepared)
             rd.manifest["layer_order"] = parent.rd.manifest.get("layer_order")
             rd.save_manifest()

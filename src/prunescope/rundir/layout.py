@@ -113,6 +113,19 @@ class RunDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.manifest: dict[str, Any] = {}
+        # This command's session record (versions, device, threads) and other changes that
+        # are recorded only with the first result the command writes: a command that fails
+        # before writing one leaves the run directory as it found it.
+        self.session: dict[str, Any] = {}
+        self._deferred: list[Any] = []
+
+    def defer(self, change) -> None:
+        """``change()`` runs just before the next write of this run directory."""
+        self._deferred.append(change)
+
+    def _flush_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)()
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
@@ -177,6 +190,7 @@ class RunDir:
         return manifest
 
     def save_manifest(self) -> None:
+        self._flush_deferred()
         atomic_write_bytes(self.root / MANIFEST, json_bytes(self.manifest))
 
     def cleanup_temporaries(self) -> None:
@@ -191,6 +205,8 @@ class RunDir:
         save leaves a file that matches its pending record, not a "damaged" one.
         """
         record = {"sha256": sha256_bytes(data), "bytes": len(data)}
+        if self.manifest.get("files", {}).get(rel) == record and self.check(rel) is None:
+            return record["sha256"]  # the same bytes are there already: nothing changes
         self.manifest.setdefault("pending", {})[rel] = record
         target = self.safe_path(rel)
         self.save_manifest()

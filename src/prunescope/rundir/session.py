@@ -149,8 +149,9 @@ class WriteSession:
         self.lock.acquire()
         try:
             self.cfg = self._open()
-            self.rd.manifest["sessions"].append({"started": now(), **environment(self.cfg.device)})
-            self.rd.save_manifest()
+            rd = self.rd
+            rd.session = {"started": now(), **environment(self.cfg.device)}
+            rd.defer(lambda: rd.manifest["sessions"].append(rd.session))
         except BaseException:
             self.lock.release()
             if not self.rd.exists():  # refused before anything was created: leave nothing
@@ -200,7 +201,9 @@ class WriteSession:
             # before the new config is written: a crash in between must not leave
             # levels trained with the old settings under the new config
             forget_levels_from(rd, self.redo_from)
-        self._record_changes(stored, cfg)
+            self._record_changes(stored, cfg)
+        else:  # recorded with the first result they produce, never by a command that fails
+            rd.defer(lambda: self._record_changes(stored, cfg))
         log.info("run directory %s (%s)", rd.root, levels_summary(rd, cfg.imp.levels))
         return cfg
 
