@@ -268,6 +268,16 @@ class ReportSection(Section):
     )
 
 
+class TrackSection(Section):
+    # How a run is observed, not what it computes: it may change on a resume.
+    tensorboard: bool = Field(
+        False,
+        description="write TensorBoard event files into RUN_DIR/tensorboard (per-epoch loss, "
+        "accuracy and learning rate; per-level sparsity and test metrics; the report's "
+        "headline numbers); needs the tensorboard package (pip install 'prunescope[track]')",
+    )
+
+
 class Config(Section):
     seed: int = Field(0, ge=0, lt=2**31)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
@@ -282,6 +292,7 @@ class Config(Section):
     imp: ImpSection = Field(default_factory=ImpSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    track: TrackSection = Field(default_factory=TrackSection)
 
     @field_validator("device")
     @classmethod
