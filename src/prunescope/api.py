@@ -1,8 +1,13 @@
-"""The Python API that other tools use (docs/formats.md, "Pinned names"): ``load_level`` and ``load_test_set``."""
+"""The Python API (docs/guide.md, "Python API"; pinned names in docs/formats.md): ``run``,
+``analyze`` and ``tables`` do what the commands do; ``load_level`` and ``load_test_set``
+give a level's network and the test set it is measured on."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,14 +20,21 @@ from prunescope.data import (
     model_inputs,
     prepare_from_config,
 )
-from prunescope.errors import RunDirError
+from prunescope.errors import RunDirError, UserInputError
 from prunescope.models.build import model_from_config
 from prunescope.pruning.masks import Masks, prunable_weight_keys
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_level_tensors
 from prunescope.rundir.session import open_run_dir
 from prunescope.seeding import derive_seed
-from prunescope.trust import trusting
+from prunescope.trust import code_names, scope, trusting, vouch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# What ``run`` takes as a config: a Config, a preset's name, a TOML file, or a dict
+# shaped like one (sections as nested dicts).
+ConfigLike = Config | str | Path | Mapping[str, Any]
 
 
 def model_for(cfg: Config) -> nn.Module:
@@ -87,3 +99,79 @@ def load_test_set(
         return x.clone(), y.clone()
     norm = Normalizer(data.spec.mean, data.spec.std, torch.device("cpu"))
     return norm(x), y.clone()
+
+
+# -- running -------------------------------------------------------------------------------
+def config_of(config: ConfigLike) -> Config:
+    """The caller's config, resolved; the code it names is vouched for, because the caller
+    wrote it (docs/guide.md, "Code runs only when you vouch for it")."""
+    from prunescope.config.load import build_config, preset_names, resolve, validate
+
+    if isinstance(config, Config):
+        vouch(code_names(config))
+        return resolve(config)
+    if isinstance(config, Mapping):
+        cfg = validate(copy.deepcopy(dict(config)))  # the caller's dict is left as it was
+        vouch(code_names(cfg))
+        return resolve(cfg)
+    if isinstance(config, str) and config in preset_names():
+        return build_config(preset=config)
+    if isinstance(config, str | Path) and (Path(config).suffix == ".toml" or Path(config).exists()):
+        return build_config(config_file=config)
+    raise UserInputError(
+        f"config {str(config)[:200]!r} is neither a preset ({', '.join(preset_names())}) nor a "
+        f"TOML file; pass a Config, a preset name, a .toml path or a dict"
+    )
+
+
+def run(
+    config: ConfigLike | None,
+    run_dir: str | Path,
+    *,
+    analyze: bool = True,
+    redo_from: int | None = None,
+    trust_code: bool = False,
+) -> Path:
+    """``prunescope run``: IMP on ``run_dir`` (created, or resumed after its last complete
+    level), then the default analyses and the report unless ``analyze=False``. ``config``
+    None resumes the run with its own config (whose code needs ``trust_code=True``).
+    Returns the run directory."""
+    from prunescope import runner
+
+    with scope(everything=trust_code):  # what this call vouches for ends with it
+        cfg = config_of(config) if config is not None else None
+        runner.run(run_dir, cfg, analyze=analyze, redo_from=redo_from)
+    return Path(run_dir)
+
+
+def analyze(
+    run_dir: str | Path,
+    only: str | Sequence[str] | None = None,
+    levels: Sequence[int] | None = None,
+    force: bool = False,
+    trust_code: bool = False,
+    overrides: Sequence[str] = (),
+) -> None:
+    """``prunescope analyze``: the run's analyses (``only``: names, or "a,b"; default: every
+    default one) on ``levels`` (default: all), recomputed with ``force``; ``overrides`` are
+    ``--set`` items of ``analysis.*``, ``report.*``, ``device`` and ``threads``. The run's
+    report, if it has one, is rebuilt."""
+    from prunescope import runner
+
+    text = only if only is None or isinstance(only, str) else ",".join(only)
+    with scope(everything=trust_code):
+        runner.analyze(
+            run_dir, list(overrides), text, sorted(set(levels)) if levels else None, force
+        )
+
+
+def tables(run_dir: str | Path, *, trust_code: bool = False) -> dict[str, pd.DataFrame]:
+    """Every analysis table the run holds (``analysis/<name>.csv`` by ``name``), each read
+    with its checks: its sha256 against the manifest, its pinned columns and their kinds.
+    A run whose config names plugins needs ``trust_code=True`` for their tables."""
+    import prunescope.analysis  # noqa: F401  (registers every built-in table)
+    from prunescope.analysis.tables import COLUMNS, has_table, read_table
+
+    with trusting(trust_code):
+        rd, _ = open_run_dir(run_dir)  # validating its config imports its plugins
+        return {name: read_table(rd, name) for name in list(COLUMNS) if has_table(rd, name)}

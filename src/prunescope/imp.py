@@ -35,6 +35,7 @@ from prunescope.rundir.layout import REWIND, RunDir, level_file, now
 from prunescope.rundir.level_files import read_level_tensors, read_state
 from prunescope.structure import channel_flows
 from prunescope.torchrun import follow_phases
+from prunescope.tracking import tracker_for
 from prunescope.training.phase import Phase, train_phase
 from prunescope.training.schedule import lr_factor
 from prunescope.training.trainer import Trainer
@@ -119,6 +120,7 @@ class IMP:
             sched.total_epochs,
             planned_epochs=sched.rewind_epoch + (cfg.imp.levels + 1) * sched.level_epochs,
         )
+        self.tracker = tracker_for(cfg, rd.root)  # track.tensorboard; a no-op by default
 
     # -- the rewind point ------------------------------------------------------------------
     def rewind_state(self) -> dict[str, torch.Tensor]:
@@ -144,7 +146,9 @@ class IMP:
         return self.init_state
 
     def train_phase(self, phase: Phase) -> list[dict]:
-        return train_phase(self.trainer, self.rd, phase, self.cfg.train.checkpoint_every)
+        return train_phase(
+            self.trainer, self.rd, phase, self.cfg.train.checkpoint_every, self.tracker
+        )
 
     # -- masks -----------------------------------------------------------------------------
     def read_level(self, level: int) -> tuple[dict[str, torch.Tensor], Masks]:
@@ -275,6 +279,12 @@ class IMP:
             )
 
     def run(self, on_level=None) -> None:
+        try:
+            self.train_levels(on_level)
+        finally:
+            self.tracker.close()  # the event files complete, however training ended
+
+    def train_levels(self, on_level=None) -> None:
         cfg = self.cfg
         self.verify_completed()
         if warning := finetune_rate_warning(cfg, self.trainer.steps_per_epoch):
@@ -287,6 +297,7 @@ class IMP:
             result = self.train_level(level, self.start_state(level, rewind), masks)
             self.save_level(level, masks, result)
             m = result["metrics"]
+            self.tracker.level(level, m)
             log.info(
                 "level %d of %d: sparsity %6.2f%%  test acc %.4f  test loss %.4f  (%s)",
                 level,

@@ -278,6 +278,16 @@ class ReportSection(Section):
     )
 
 
+class TrackSection(Section):
+    # How a run is observed, not what it computes: it may change on a resume.
+    tensorboard: bool = Field(
+        False,
+        description="write TensorBoard event files into RUN_DIR/tensorboard (per-epoch loss, "
+        "accuracy and learning rate; per-level sparsity and test metrics; the report's "
+        "headline numbers); needs the tensorboard package (pip install 'prunescope[track]')",
+    )
+
+
 class Config(Section):
     seed: int = Field(
         0,
@@ -297,6 +307,7 @@ class Config(Section):
     imp: ImpSection = Field(default_factory=ImpSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    track: TrackSection = Field(default_factory=TrackSection)
 
     @field_validator("device")
     @classmethod

@@ -23,6 +23,7 @@ from prunescope.rundir.atomic import atomic_write_bytes, json_bytes, sha256_file
 from prunescope.rundir.files import check_not_symlink
 from prunescope.rundir.layout import CONFIG, REPORT, RunDir
 from prunescope.rundir.session import WriteSession, open_run_dir
+from prunescope.tracking import track_report
 
 log = logging.getLogger("prunescope")
 
@@ -317,8 +318,9 @@ def report_into_run(
     target = rd.root / REPORT
     for folder in (target, target / "figures"):
         check_not_symlink(folder, "its report")
-    build_report(run_dirs, target, rd, cfg, replicates)
+    summary = build_report(run_dirs, target, rd, cfg, replicates)
     record_report(rd, target, run_dirs)
+    track_report(rd, cfg, summary["findings"])  # track.tensorboard: the headline numbers
     return target
 
 

@@ -17,6 +17,7 @@ from prunescope.pruning.masks import Masker, Masks, apply_masks, relayout_state
 from prunescope.rundir.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from prunescope.rundir.layout import RunDir
 from prunescope.torchrun import lead_phase
+from prunescope.tracking import NullTracker, Tracker
 from prunescope.training.progress import PhaseProgress
 from prunescope.training.trainer import EpochResult, Trainer
 
@@ -75,8 +76,16 @@ def _resume(
     return optimizer, ck.rows, ck.next_epoch
 
 
-def train_phase(trainer: Trainer, rd: RunDir, phase: Phase, checkpoint_every: int) -> list[dict]:
-    """Train the phase (resuming from its checkpoint); returns the per-epoch rows."""
+def train_phase(
+    trainer: Trainer,
+    rd: RunDir,
+    phase: Phase,
+    checkpoint_every: int,
+    tracker: Tracker | None = None,
+) -> list[dict]:
+    """Train the phase (resuming from its checkpoint); returns the per-epoch rows. Every
+    epoch trained here, not those restored from the checkpoint, goes to ``tracker``."""
+    tracker = tracker if tracker is not None else NullTracker()
     optimizer, rows, begin = _resume(trainer, rd, phase, _begin(trainer, phase))
     lead_phase(trainer.model, phase, optimizer, begin)
     progress = PhaseProgress(
@@ -93,6 +102,7 @@ def train_phase(trainer: Trainer, rd: RunDir, phase: Phase, checkpoint_every: in
     def on_epoch(r: EpochResult) -> None:
         rows.append(r.row())
         progress(r)
+        tracker.epoch(phase.kind, phase.level, r)
 
     try:
         trainer.fit(
