@@ -20,7 +20,6 @@ from imp_helpers import tiny_cli_args, tiny_config
 from prunescope import distributed
 from prunescope.cli import main
 from prunescope.errors import RunDirError, UserInputError
-from prunescope.rundir.session import _resumable
 from prunescope.tracking import NullTracker, TensorBoardTracker, tracker_for
 from prunescope.training.trainer import EpochResult
 
@@ -162,11 +161,6 @@ def test_without_the_tensorboard_package_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    not _resumable("track.tensorboard"),
-    reason="'track.' is not yet in RESUMABLE_KEYS (rundir/session.py)",
-    strict=True,
-)
 def test_tracking_may_be_turned_on_when_a_run_resumes(tmp_path):
     run = tmp_path / "r"
     base = ["run", "--run-dir", str(run), *tiny_cli_args("threads=1", "imp.levels=1")]

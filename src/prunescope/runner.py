@@ -34,6 +34,10 @@ def check_runnable(cfg: Config) -> PreparedData:
     exists, the data load with the subsets asked for, the model fits the data and leaves
     something to prune, and every analysis subset fits the test set."""
     distributed.bind(cfg.device)  # under torchrun: one GPU per rank, or refused (cuda:N)
+    if cfg.track.tensorboard:
+        from prunescope.tracking import summary_writer_class
+
+        summary_writer_class()  # tensorboard installed, or one line before anything exists
     data = prepare_from_config(cfg)
     model = model_for(cfg).eval()
     x, y = data.probe_batch()

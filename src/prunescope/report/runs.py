@@ -23,6 +23,7 @@ NOT_LABELS = (
     "train.compile",
     "train.capture",
     "train.checkpoint_every",
+    "track.tensorboard",
     "train.eval_batch_size",
 )
 NOT_LABEL_PREFIXES = ("analysis.", "report.")

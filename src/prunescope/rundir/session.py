@@ -41,6 +41,7 @@ RESUMABLE_KEYS = (
     "imp.levels",
     "analysis.",
     "report.",
+    "track.",  # how a run is observed, not what it computes
 )
 
 
