@@ -189,16 +189,31 @@ def test_analysis_logs_name_every_level(analysed_run, tmp_path, caplog):
     assert "sparsity: 4 levels analysed" in caplog.text
 
 
-def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path, monkeypatch, capsys, damaged_copy):
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("prunescope.runner.run", interrupted)
+    # before the run directory exists: no resume to suggest
     assert main(["run", "--run-dir", str(tmp_path / "d"), "--preset", "quickstart"]) == 130
-    line = one_error_line(capsys)
-    assert line == (
-        "prunescope: interrupted; completed levels and the last checkpoint are kept; "
-        f"resume with: prunescope run --run-dir {tmp_path / 'd'}"
+    assert one_error_line(capsys) == (
+        "prunescope: interrupted before anything was trained; nothing is kept: run the same "
+        "command again"
+    )
+    # in a level with a checkpoint: what resumes where, and what is lost
+    root = damaged_copy()
+    from prunescope.rundir.redo import forget_levels_from
+    from prunescope.rundir.session import open_run_dir
+
+    rd, _ = open_run_dir(root)
+    forget_levels_from(rd, 3)
+    rd.manifest["checkpoint"] = {"phase": "level", "level": 3, "epoch": 2}  # 1 of 2 done
+    rd.save_manifest()
+    assert main(["run", "--run-dir", str(root)]) == 130
+    assert one_error_line(capsys) == (
+        "prunescope: interrupted; levels 0-2 of 0-3 complete; level 3 resumes from its "
+        "checkpoint after epoch 1 of 2; the epochs after it are lost; resume with: "
+        f"prunescope run --run-dir {root}"
     )
 
 
@@ -244,3 +259,28 @@ def test_report_without_analyses_says_what_fills_it(tmp_path, caplog):
 
 def _levels(root: Path) -> dict:
     return json.loads((root / "manifest.json").read_text())["levels"]
+
+
+def test_status_shows_the_level_in_training_and_who_holds_the_lock(damaged_copy):
+    """While a run trains, status said "pending" for its level and suggested a command that
+    would hit the lock."""
+    from prunescope.rundir.lock import RunLock
+    from prunescope.rundir.redo import forget_levels_from
+    from prunescope.rundir.session import open_run_dir
+
+    root = damaged_copy()
+    rd, _ = open_run_dir(root)
+    forget_levels_from(rd, 3)
+    lock = RunLock(root).acquire()
+    try:
+        lock.note("level 3: epoch 1 of 2 done at 2026-12-07T10:00:00+00:00")
+        text = status_text(root)
+    finally:
+        lock.release()
+    line = next(line for line in text.splitlines() if line.strip().startswith("03"))
+    assert "training now" in line
+    assert (
+        f"in use by prunescope process {__import__('os').getpid()} (level 3: epoch 1 of 2" in text
+    )
+    assert "prunescope run --run-dir" not in text.splitlines()[-1]
+    assert "continues at level 3" in status_text(root)  # the lock free again

@@ -459,10 +459,12 @@ def interrupted_message(args: argparse.Namespace, why: str) -> str:
     """What a stopped command keeps, and the exact command that goes on from there."""
     command = getattr(args, "command", None)
     if command == "run":
-        return (
-            f"{why}; completed levels and the last checkpoint are kept; resume with: "
-            f"prunescope run --run-dir {args.run_dir}"
-        )
+        from prunescope.status import what_is_kept
+
+        kept = what_is_kept(args.run_dir)
+        if kept is None:
+            return f"{why} before anything was trained; nothing is kept: run the same command again"
+        return f"{why}; {kept}; resume with: prunescope run --run-dir {args.run_dir}"
     if command == "analyze":
         return f"{why}; analysed levels are kept; continue with: prunescope analyze {args.run_dir}"
     if command == "branch":

@@ -15,6 +15,7 @@ from prunescope.errors import RunDirError
 from prunescope.imp import Schedule, schedule_of
 from prunescope.rundir.layout import REWIND, RunDir, level_name, level_of_file
 from prunescope.rundir.level_files import read_metrics
+from prunescope.rundir.lock import lock_holder
 from prunescope.rundir.session import levels_summary, open_run_dir
 from prunescope.wording import format_seconds, level_list, plural
 
@@ -50,10 +51,14 @@ def in_progress(rd: RunDir, sched: Schedule) -> str | None:
     return f"{done} of {plural(sched.level_epochs, 'epoch')} done"
 
 
-def _level_line(rd: RunDir, level: int, sched: Schedule, bad: set[int]) -> str:
+def _level_line(
+    rd: RunDir, level: int, sched: Schedule, bad: set[int], training: int | None = None
+) -> str:
     rec = rd.manifest.get("levels", {}).get(level_name(level), {})
     blank = f"{level_name(level):>5}  {'':>8}  {'':>8}  {'':>8}  {'':>8}"
     if rec.get("status") != "complete":
+        if level == training:
+            return f"{blank}  training now (see below)"
         ck = rd.manifest.get("checkpoint") or {}
         if ck.get("phase") == "level" and ck.get("level") == level:
             return f"{blank}  in progress ({in_progress(rd, sched)})"
@@ -112,6 +117,35 @@ def branch_lines(rd: RunDir) -> list[str]:
     return out
 
 
+def what_is_kept(run_dir: str | Path) -> str | None:
+    """After an interrupted ``run``: what a resume starts from and what was lost, from the
+    manifest (read as it is, not verified: this runs on the way out); None when no run
+    directory exists or nothing was trained in it."""
+    try:
+        rd, cfg = open_run_dir(run_dir)
+    except (RunDirError, OSError):
+        return None
+    sched = schedule_of(cfg)
+    done = [lv for lv in range(cfg.imp.levels + 1) if rd.level_complete(lv)]
+    ck = rd.manifest.get("checkpoint") or {}
+    if not done and not ck and not rd.recorded(REWIND):
+        return None
+    parts = [levels_summary(rd, cfg.imp.levels)]
+    if ck.get("phase") == "pretrain":
+        parts.append(
+            f"pretraining resumes after epoch {ck.get('epoch')}; the epochs after it are lost"
+        )
+    elif ck.get("phase") == "level":
+        at = int(ck.get("epoch", 0)) - sched.rewind_epoch
+        parts.append(
+            f"level {ck.get('level')} resumes from its checkpoint after epoch {at} of "
+            f"{sched.level_epochs}; the epochs after it are lost"
+        )
+    elif len(done) <= cfg.imp.levels:
+        parts.append(f"level {len(done)} had no checkpoint yet: it starts over")
+    return "; ".join(parts)
+
+
 def status_text(run_dir: str | Path) -> str:
     rd, cfg = open_run_dir(run_dir)
     sched = schedule_of(cfg)
@@ -123,8 +157,13 @@ def status_text(run_dir: str | Path) -> str:
             if (lv := level_of_file(rel)) is not None and rd.level_complete(lv)
         }
     )
+    holder = lock_holder(rd.root)
+    remaining = [lv for lv in range(cfg.imp.levels + 1) if not rd.level_complete(lv)]
+    training = remaining[0] if holder and remaining else None
     lines = _header(rd, cfg, sched)
-    lines += [_level_line(rd, level, sched, set(bad)) for level in range(cfg.imp.levels + 1)]
+    lines += [
+        _level_line(rd, level, sched, set(bad), training) for level in range(cfg.imp.levels + 1)
+    ]
     levels = rd.manifest.get("levels", {})
     extra = [
         int(k) for k in levels if int(k) > cfg.imp.levels and levels[k].get("status") == "complete"
@@ -141,6 +180,13 @@ def status_text(run_dir: str | Path) -> str:
     lines.append(f"report: {report if report.exists() else 'not made'}")
     lines += branch_lines(rd)
     lines += _damage_lines(rd, damaged, bad)
-    remaining = [lv for lv in range(cfg.imp.levels + 1) if not rd.level_complete(lv)]
-    lines.append(_verdict(rd, cfg, remaining, bad))
+    if holder:
+        pid, doing = holder
+        lines.append(
+            f"in use by prunescope process {pid}{f' ({doing})' if doing else ''}: another run or "
+            f"analyze on it waits for the lock; let it finish, or stop it with kill -INT {pid} "
+            f"(completed levels and its last checkpoint are kept)"
+        )
+    else:
+        lines.append(_verdict(rd, cfg, remaining, bad))
     return "\n".join(lines)

@@ -118,6 +118,7 @@ class RunDir:
         # before writing one leaves the run directory as it found it.
         self.session: dict[str, Any] = {}
         self._deferred: list[Any] = []
+        self.lock: Any = None  # the RunLock of the command writing it (a WriteSession's)
 
     def defer(self, change) -> None:
         """``change()`` runs just before the next write of this run directory."""

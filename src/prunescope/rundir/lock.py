@@ -43,7 +43,8 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                text = os.read(fd, 512).decode(errors="replace").strip()
+                owner = text.partition("\n")[0] or "unknown"
             finally:
                 os.close(fd)
             raise RunDirError(
@@ -60,6 +61,16 @@ class RunLock:
         self.fd = fd
         return self
 
+    def note(self, text: str) -> None:
+        """What the holder is doing, after its pid (for ``status``); best effort."""
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n{text}\n".encode(), 0)
+        except OSError:
+            pass
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -71,3 +82,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_holder(root: Path) -> tuple[str, str] | None:
+    """(pid, what it is doing) of the process holding ``root``'s lock, or None when it is
+    free (checked with a shared lock dropped at once: status never blocks a writer)."""
+    try:
+        fd = os.open(Path(root) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, doing = os.read(fd, 512).decode(errors="replace").strip().partition("\n")
+            return pid or "unknown", doing.strip()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -148,6 +148,7 @@ class WriteSession:
             raise RunDirError(f"{root} exists, is not empty and is not a prunescope run directory")
         made = _missing_folders(root)
         self.lock.acquire()
+        self.rd.lock = self.lock
         try:
             self.cfg = self._open()
             rd = self.rd

@@ -76,6 +76,16 @@ def _resume(
     return optimizer, ck.rows, ck.next_epoch
 
 
+def write_live_progress(rd: RunDir, phase: Phase, next_epoch: int) -> None:
+    """Where training is now, in the lock file beside the holder's pid (``status`` shows it
+    while the lock is held; the lock is no run file, so nothing is recorded)."""
+    from prunescope.rundir.layout import now
+
+    if rd.lock is not None:
+        done, of = next_epoch - phase.first_epoch, phase.end_epoch - phase.first_epoch
+        rd.lock.note(f"{phase.name}: epoch {done} of {of} done at {now()}")
+
+
 def train_phase(
     trainer: Trainer,
     rd: RunDir,
@@ -102,6 +112,7 @@ def train_phase(
     def on_epoch(r: EpochResult) -> None:
         rows.append(r.row())
         progress(r)
+        write_live_progress(rd, phase, r.epoch + 1)
         tracker.epoch(phase.kind, phase.level, r)
 
     try:
