@@ -30,6 +30,9 @@ class FakeContext:
         self.stage_of = {"conv": "early", "fc": "late"}
         self.layers = ["conv", "fc"]
         self.groups = {"everything": ["conv", "fc"], "just_fc": ["fc"]}  # groups cross stages
+        from prunescope.models.layers import CONV, LINEAR
+
+        self.adapters = {"conv": CONV, "fc": LINEAR}  # neurons on axis 0 of both weights
 
     def state(self, level):
         return self._states[level]
