@@ -187,6 +187,27 @@ def test_more_threads_than_cores_warns(analysed_run, tmp_path, caplog):
         torch.set_num_threads(before)
     assert "more than the" in caplog.text and "cores this process may use" in caplog.text
     assert set(pd.read_csv(root / "analysis/runtime.csv")["threads"]) == {available_cores()}
+    cond = pd.read_csv(root / "analysis/runtime_conditions.csv")
+    assert cond[["level", "cores", "threads"]].values.tolist() == [
+        [0, available_cores(), available_cores()]
+    ]
+    assert cond["load_average"].iloc[0] >= 0
+
+
+def test_timings_under_load_say_so(monkeypatch):
+    from prunescope import machine_load
+    from prunescope.report.sentences import load_caveat
+
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: (5.0, 4.0, 3.0))
+    monkeypatch.setattr(machine_load, "available_cores", lambda: 2)
+    assert machine_load.busy().startswith("this machine is busy (load 5.0 on 2 cores)")
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: (1.5, 4.0, 3.0))
+    assert machine_load.busy() is None
+    assert load_caveat({"max_load": 5.0, "cores": 2, "under_load": True}).startswith(
+        " These timings were taken on a busy machine (load up to 5.0 on 2 cores)"
+    )
+    assert load_caveat({"max_load": 1.0, "cores": 2, "under_load": False}) == ""
+    assert load_caveat(None) == ""
 
 
 def test_a_refused_setting_is_not_recorded(analysed_run, capsys):

@@ -124,13 +124,18 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         done.add(level)
         records[name] = {"settings": settings, "levels": sorted(done)}
         rd.save_manifest()
+        done_count = todo.index(level) + 1
+        spent = time.perf_counter() - start
+        left = len(todo) - done_count
+        eta = f"; about {format_seconds(spent / done_count * left)} left" if left else ""
         log.info(
-            "%s: level %d done (%s; %d of %d)",
+            "%s: level %d done (%s; %d of %d%s)",
             name,
             level,
             format_seconds(time.perf_counter() - level_start),
-            todo.index(level) + 1,
+            done_count,
             len(todo),
+            eta,
         )
     log.info(
         "%s: %s analysed in %s",

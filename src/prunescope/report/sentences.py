@@ -262,7 +262,8 @@ def runtime_sentence(rt: dict[str, Any]) -> Finding:
             where = (
                 f"from {pct(c['crossover_sparsity'])} layer sparsity"
                 if c["crossover_sparsity"] is not None
-                else f"never (best {num(c['best_ratio'])}× over {c['points']} measurements)"
+                else f"never faster (at best {num(c['best_ratio'])}× the dense time over "
+                f"{c['points']} measurements)"
             )
             cross.append(f"{kind} at batch {b}: {where}")
     hybrid = [r for r in ratios if r["format"] == "hybrid" and r["level"] == last]
@@ -272,5 +273,17 @@ def runtime_sentence(rt: dict[str, Any]) -> Finding:
         f"At the last level ({last}), latency relative to the dense network: {'; '.join(parts)}. "
         f"A sparse (CSR) layer beats its dense version: {'; '.join(cross) or 'not measured'}. "
         f"The paper's dense-early/sparse-late proposal, as the hybrid of the faster format per "
-        f"stage, {'pays' if pays else 'does not pay'} end to end on this machine at that level.",
+        f"stage, {'pays' if pays else 'does not pay'} end to end on this machine at that level."
+        + load_caveat(rt.get("load")),
+    )
+
+
+def load_caveat(load: dict[str, Any] | None) -> str:
+    """Timings taken on a busy machine say so (runtime_conditions.csv)."""
+    if not load or not load["under_load"]:
+        return ""
+    return (
+        f" These timings were taken on a busy machine (load up to {num(load['max_load'], 1)} on "
+        f"{load['cores']} cores); the formats were timed interleaved, so load slows them alike, but it adds "
+        f"noise: rerun on a quiet machine before quoting these numbers."
     )

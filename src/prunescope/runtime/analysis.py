@@ -19,13 +19,14 @@ from pydantic import Field, field_validator
 from prunescope.analysis.registry import AnalysisSpec, Figure, FindingInputs, register_analysis
 from prunescope.config.schema import Section
 from prunescope.errors import Unsupported, UserInputError
+from prunescope.machine_load import load_average
 from prunescope.models.probe import samples_independent
 from prunescope.report import findings as F
 from prunescope.report import sentences as S
 from prunescope.report.figures import runtime as runtime_figure
 from prunescope.runtime.formats import FORMATS
 from prunescope.runtime.measure import Settings, measure_batch, say_once
-from prunescope.training.precision import apply_threads, usable_threads
+from prunescope.training.precision import apply_threads, available_cores, usable_threads
 
 log = logging.getLogger("prunescope")
 
@@ -212,12 +213,15 @@ def runtime_tables(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:
         "runtime_layers": [],
         "runtime_synthetic": [],
         "runtime_layers_synthetic": [],
+        "runtime_conditions": [],
     }
     for level in levels:
         model, _ = ctx.level(level)
+        before = load_average()
         rows, layer_rows = measure_model(ctx, model, level, ctx.network_sparsity(level), s)
         out["runtime"] += rows
         out["runtime_layers"] += layer_rows
+        out["runtime_conditions"].append(conditions(level, before, s.threads))
     last = max(ctx.levels())
     if ctx.cfg.analysis.runtime.synthetic and last in levels:
         model, _ = ctx.level(last)
@@ -229,10 +233,24 @@ def runtime_tables(ctx, levels: list[int]) -> dict[str, pd.DataFrame]:
             rows, layer_rows = measure_model(ctx, synth, last, target, s)
             out["runtime_synthetic"] += rows
             out["runtime_layers_synthetic"] += layer_rows
+    columns = {"runtime_conditions": CONDITION_COLUMNS}
     return {
-        name: pd.DataFrame(rows, columns=LAYER_COLUMNS if "layers" in name else COLUMNS)
+        name: pd.DataFrame(
+            rows, columns=columns.get(name, LAYER_COLUMNS if "layers" in name else COLUMNS)
+        )
         for name, rows in out.items()
     }
+
+
+CONDITION_COLUMNS = ["level", "load_average", "cores", "threads"]
+
+
+def conditions(level: int, before: float | None, threads: int) -> tuple:
+    """The machine's load while a level was timed (the higher of before and after; NaN
+    where the system reports none) and the cores this process may use."""
+    after = load_average()
+    loads = [x for x in (before, after) if x is not None]
+    return (level, max(loads) if loads else float("nan"), available_cores(), threads)
 
 
 def _finding(inp: FindingInputs) -> dict:
@@ -241,7 +259,16 @@ def _finding(inp: FindingInputs) -> dict:
     parts = [inp.tables.get(t) for t in ("runtime_layers", "runtime_layers_synthetic")]
     parts = [t for t in parts if t is not None]
     layers = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return {"runtime": F.runtime_finding(inp.tables["runtime"], layers, inp.layer_types)}
+    found = F.runtime_finding(inp.tables["runtime"], layers, inp.layer_types)
+    cond = inp.tables.get("runtime_conditions")
+    if cond is not None and not cond.empty and cond["load_average"].notna().any():
+        worst = cond.loc[cond["load_average"].idxmax()]
+        found["load"] = {
+            "max_load": float(worst["load_average"]),
+            "cores": int(worst["cores"]),
+            "under_load": bool((cond["load_average"] > cond["cores"]).any()),
+        }
+    return {"runtime": found}
 
 
 register_analysis(
@@ -254,7 +281,9 @@ register_analysis(
             "runtime_layers": LAYER_COLUMNS,
             "runtime_synthetic": COLUMNS,
             "runtime_layers_synthetic": LAYER_COLUMNS,
+            "runtime_conditions": CONDITION_COLUMNS,
         },
+        column_kinds={"cores": "integer", "threads": "integer"},
         compute=runtime_tables,
         settings=RuntimeSettings,
         depends_on=lambda cfg: {**cfg.analysis.runtime.model_dump(), "device": cfg.device},
