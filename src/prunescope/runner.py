@@ -143,8 +143,19 @@ def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) 
 
         analyze_run(rd, cfg, device)
         target = report_into_run(rd, cfg, [rd.root])
+        say_findings(rd, cfg)
         log.info("report: %s", target / "index.html")
         raise_failures(rd)
+
+
+def say_findings(rd: RunDir, cfg: Config) -> None:
+    """The run's last words: its accuracy and headline numbers (the report has the rest)."""
+    from prunescope.analysis.tables import read_table
+    from prunescope.report.build import summary_of
+    from prunescope.report.terminal import summary_lines
+
+    lines = summary_lines(summary_of(rd.root), read_table(rd, "accuracy"), cfg.analysis.plugins)
+    log.info("findings:\n  %s", "\n  ".join(lines))
 
 
 def analyze(

@@ -127,7 +127,8 @@ def run_analysis(ctx: AnalysisContext, name: str, requested: list[int] | None, f
         done_count = todo.index(level) + 1
         spent = time.perf_counter() - start
         left = len(todo) - done_count
-        eta = f"; about {format_seconds(spent / done_count * left)} left" if left else ""
+        guess = spent / done_count * left  # the levels so far, per level
+        eta = f"; about {format_seconds(guess)} left" if guess >= 1 else ""
         log.info(
             "%s: level %d done (%s; %d of %d%s)",
             name,
