@@ -52,6 +52,8 @@ def test_every_figure_renders_without_warnings(analysed_run, tmp_path):
             # not blank: a real plot has many distinct colours
             assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 20, name
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000, name
+        # TrueType fonts only: venues' PDF checks refuse Type 3 (matplotlib's default)
+        assert b"/Type3" not in pdf.read_bytes(), name
     # sized for a paper: at most a two-column page's 7.2 in (1440 px at 200 dpi) wide
     assert sizes["accuracy"] == (1440, 760)
     assert all(w <= 1440 for w, _ in sizes.values()), sizes
@@ -116,6 +118,15 @@ def test_several_runs_overlay(analysed_run, tmp_path, capsys):
     html = (out / "index.html").read_text()
     assert "Runs compared" in html
     assert capsys.readouterr().out.strip() == str(out / "index.html")
+    # every figure that can draw both runs does; the overlays of findings join the page
+    summary = json.loads((out / "summary.json").read_text())
+    names = {f["name"] for f in summary["figures"]}
+    assert {"zeroing_spread", "connectivity_barrier"} <= names
+    overlays = [f for f in summary["figures"] if "Runs overlaid" in f["caption"]]
+    assert {f["name"] for f in overlays} >= {"stage_sparsity", "similarity_cka_stages"}
+    assert "Settings that differ between the runs" in html and "the same experiment" in html
+    mean_row = re.search(r"<b>mean ± sd</b></td>(.*?)</tr>", html).group(1)
+    assert "<td></td>" not in mean_row and " ± " in mean_row
 
 
 def test_report_needs_a_run(tmp_path, capsys):

@@ -15,7 +15,7 @@ from prunescope.config import Config
 from prunescope.data.registry import dataset_spec
 from prunescope.errors import RunDirError
 from prunescope.report import findings as F
-from prunescope.report.figures.common import FigureFile, FigureInputs, RunSeries
+from prunescope.report.figures.common import ComparedRun, FigureFile, FigureInputs, RunSeries
 from prunescope.report.page import render_page
 from prunescope.report.replicates import accuracy_band, replicate_groups, require_replicates
 from prunescope.report.runs import run_labels
@@ -136,17 +136,6 @@ def hardware(rd: RunDir) -> str:
     return ", ".join(parts) or "this machine"
 
 
-def run_tables(
-    run_dirs: list[Path], opened: list[tuple[RunDir, Config]], first: dict[str, pd.DataFrame]
-) -> list[tuple[str, dict[str, pd.DataFrame]]]:
-    """Every overlaid run's tables, labelled as on the accuracy figure."""
-    labels = run_labels(run_dirs, [c for _, c in opened])
-    return [
-        (label, first if i == 0 else load_tables(other_rd))
-        for i, (label, (other_rd, _)) in enumerate(zip(labels, opened, strict=True))
-    ]
-
-
 def control_tables(rd: RunDir) -> dict[str, dict[str, pd.DataFrame]]:
     """The tables of the run's control branches (those with at least one level)."""
     from prunescope.branch import branch_dirs
@@ -172,21 +161,48 @@ def control_series(branches: dict[str, dict[str, pd.DataFrame]], margin: float) 
     ]
 
 
-def run_summaries(
-    run_dirs: list[Path], opened: list[tuple[RunDir, Config]], margin: float
-) -> list[dict]:
-    """Every run's own findings (for the table that gives each finding per run and seed)."""
+def compared_runs(
+    run_dirs: list[Path],
+    opened: list[tuple[RunDir, Config]],
+    first: tuple[dict[str, pd.DataFrame], dict, list[str]],
+    margin: float,
+) -> list[ComparedRun]:
+    """Every run of the report with its own findings (computed as the first run's are, on its
+    own tables, up to its own critical sparsity at the first run's margin); the first run's
+    tables and findings are the report's."""
     labels = run_labels(run_dirs, [c for _, c in opened])
     out = []
-    for label, (other_rd, other_cfg) in zip(labels, opened, strict=True):
-        tables = load_tables(other_rd)
-        order = stage_order(other_rd, other_cfg, tables)
-        crit = F.critical_sparsity(tables["accuracy"], margin)
-        plugins = other_cfg.analysis.plugins
-        inp = FindingInputs(tables, order, list(other_cfg.imp.exclude or []), crit)
-        summary = findings(inp, plugins)
-        out.append({"label": label, "seed": other_cfg.seed, "headline": headline(summary, plugins)})
+    for i, (label, (other_rd, other_cfg)) in enumerate(zip(labels, opened, strict=True)):
+        exclude = list(other_cfg.imp.exclude or [])
+        if i == 0:
+            tables, summary, order = first
+        else:
+            tables = load_tables(other_rd)
+            order = stage_order(other_rd, other_cfg, tables)
+            crit = F.critical_sparsity(tables["accuracy"], margin)
+            inp = FindingInputs(tables, order, exclude, crit)
+            summary = findings(inp, other_cfg.analysis.plugins)
+        out.append(ComparedRun(label, tables, summary, order, exclude))
     return out
+
+
+def run_summaries(
+    compared: list[ComparedRun], opened: list[tuple[RunDir, Config]], plugins: Plugins = ()
+) -> list[dict]:
+    """Every run's headline numbers (the table that gives each finding per run and seed)."""
+    return [
+        {
+            "label": r.label,
+            "seed": cfg.seed,
+            "headline": headline(r.summary, plugins),
+            "missing_analyses": [
+                name
+                for name in missing_analyses(r.tables, cfg.analysis.plugins)
+                if name not in (rd.manifest.get("skipped_analyses") or {})
+            ],
+        }
+        for r, (rd, cfg) in zip(compared, opened, strict=True)
+    ]
 
 
 def draw_figures(inputs: FigureInputs, out: Path, plugins: Plugins = ()) -> list[FigureFile]:
@@ -208,6 +224,7 @@ class ReportInputs:
     runs: list[RunSeries]
     per_run: list[dict]
     figures: FigureInputs
+    configs: list[tuple[str, Config]]  # every run's config, by its label
 
 
 def report_inputs(
@@ -228,7 +245,8 @@ def report_inputs(
     summary["batchnorm"] = model["batchnorm"]
     opened = open_runs(run_dirs, rd, cfg)
     runs = run_series(run_dirs, opened, margin, replicates) + control_series(branches, margin)
-    per_run = run_summaries(run_dirs, opened, margin) if len(run_dirs) > 1 else []
+    compared = compared_runs(run_dirs, opened, (tables, summary, order), margin)
+    per_run = run_summaries(compared, opened, cfg.analysis.plugins) if len(run_dirs) > 1 else []
     figures = FigureInputs(
         tables,
         order,
@@ -238,14 +256,16 @@ def report_inputs(
         targets=tuple(cfg.report.hist_sparsities),
         zeroing_mode=cfg.analysis.zeroing.mode,
         controls=branches,
-        run_tables=run_tables(run_dirs, opened, tables),
+        run_tables=[(r.label, r.tables) for r in compared],
         layer_types=types,
         hardware=hardware(rd),
         metric=dataset_spec(cfg.data.name).metric,
         batchnorm=summary["batchnorm"],
         summary=summary,
+        compared=compared,
     )
-    return ReportInputs(tables, summary, runs, per_run, figures)
+    configs = [(r.label, c) for r, (_, c) in zip(compared, opened, strict=True)]
+    return ReportInputs(tables, summary, runs, per_run, figures, configs)
 
 
 def build_report(
@@ -290,7 +310,9 @@ def build_report(
     }
     atomic_write_bytes(out / "summary.json", json_bytes(summary_doc))
     config_text = rd.read_text(CONFIG)
-    html = render_page(rd, cfg, config_text, tables, summary, runs, figures, out, missing, per_run)
+    html = render_page(
+        rd, cfg, config_text, tables, summary, runs, figures, out, missing, per_run, made.configs
+    )
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))
     return summary_doc
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import os
 import statistics
 from pathlib import Path
@@ -17,9 +18,11 @@ import pandas as pd
 
 from prunescope.analysis.registry import Plugins, SentenceInputs, report_parts
 from prunescope.config import Config
+from prunescope.config.load import flatten
 from prunescope.data.registry import dataset_spec
 from prunescope.models.inventory import dense_by_type
 from prunescope.report.figures.common import FigureFile, RunSeries
+from prunescope.report.runs import differing_keys
 from prunescope.report.sentences import pct
 from prunescope.rundir.layout import RunDir, level_name
 from prunescope.wording import plural
@@ -77,7 +80,48 @@ def runs_table(runs: list[RunSeries]) -> str:
     )
 
 
-def _cell(value: float | None, kind: str) -> str:
+def config_diff_table(configs: list[tuple[str, Config]]) -> str:
+    """The config keys whose values differ between the runs, one column per run: the settings
+    of the experiment first (those the runs' labels are made of), then how each ran or was
+    analysed (device, threads, analysis and report settings: never labels, but an analysis
+    setting changes that analysis's numbers)."""
+    if len(configs) < 2:
+        return ""
+    flat = [flatten(c.model_dump(mode="json")) for _, c in configs]
+    keys = sorted({k for f in flat for k in f if len({repr(g.get(k)) for g in flat}) > 1})
+    labelled = set(differing_keys([c for _, c in configs]))
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in configs)
+
+    def rows(group: list[str]) -> str:
+        return "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td>"
+            + "".join(f"<td>{html.escape(_config_value(f.get(k)))}</td>" for f in flat)
+            + "</tr>"
+            for k in group
+        )
+
+    other = [k for k in keys if k not in labelled]
+    body = rows([k for k in keys if k in labelled]) or (
+        f'<tr><td colspan="{len(configs) + 1}">none: the runs are the same experiment</td></tr>'
+    )
+    if other:
+        body += (
+            f'<tr><th colspan="{len(configs) + 1}">how they ran or were analysed</th></tr>'
+            + rows(other)
+        )
+    return (
+        "<h2>Settings that differ between the runs</h2>"
+        f"<table><tr><th>config key</th>{head}</tr>{body}</table>"
+    )
+
+
+def _config_value(v: object) -> str:
+    if v is None:
+        return "(not set)"
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def headline_cell(value: float | None, kind: str) -> str:
     if value is None:
         return "n/a"
     return pct(value, 0) if kind == "pct" else str(int(value)) if kind == "int" else f"{value:.2f}"
@@ -86,6 +130,16 @@ def _cell(value: float | None, kind: str) -> str:
 def headlines(plugins: Plugins = ()) -> dict[str, tuple[str, str]]:
     """key -> (column label, kind) of every report part's headline numbers."""
     return {k: (h.label, h.kind) for p in report_parts(plugins) for k, h in p.headlines.items()}
+
+
+def _spread(values: list[float | None], kind: str) -> str:
+    """Mean ± sd over the runs that have the number; fewer than two say so (a blank cell
+    read as a missing computation)."""
+    have = [v for v in values if v is not None]
+    if len(have) < 2:
+        return f"n/a ({len(have)} of {len(values)} runs)"
+    kind = "num" if kind == "int" else kind  # a mean of counts is no count
+    return f"{headline_cell(statistics.fmean(have), kind)} ± {headline_cell(statistics.stdev(have), kind)}"
 
 
 def per_run_table(per_run: list[dict], plugins: Plugins = ()) -> str:
@@ -97,25 +151,33 @@ def per_run_table(per_run: list[dict], plugins: Plugins = ()) -> str:
     rows = []
     for r in per_run:
         cells = "".join(
-            f"<td>{_cell(r['headline'].get(k), kind)}</td>" for k, (_, kind) in columns.items()
+            f"<td>{headline_cell(r['headline'].get(k), kind)}</td>" for k, (_, kind) in columns.items()
         )
         rows.append(f"<tr><td>{html.escape(r['label'])} (seed {r['seed']})</td>{cells}</tr>")
-    spread = []
-    for k, (_, kind) in columns.items():
-        values = [r["headline"].get(k) for r in per_run if r["headline"].get(k) is not None]
-        if len(values) < 2:
-            spread.append("<td></td>")
-            continue
-        mean, sd = statistics.fmean(values), statistics.stdev(values)
-        spread.append(
-            f"<td>{_cell(mean, kind)} ± {_cell(sd, kind if kind != 'int' else 'num')}</td>"
-        )
-    rows.append(f"<tr><td><b>mean ± sd</b></td>{''.join(spread)}</tr>")
+    spread = "".join(
+        f"<td>{_spread([r['headline'].get(k) for r in per_run], kind)}</td>"
+        for k, (_, kind) in columns.items()
+    )
+    rows.append(f"<tr><td><b>mean ± sd</b></td>{spread}</tr>")
     return (
         "<h2>Findings per run</h2><p>Each run's own findings (computed as above on its tables); "
         "for replicates, the spread over seeds.</p>"
-        f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>"
+        f"<table><tr><th>run</th>{head}</tr>{''.join(rows)}</table>{_not_computed(per_run)}"
     )
+
+
+def _not_computed(per_run: list[dict]) -> str:
+    """The runs whose analyses have no tables yet: why their cells read n/a."""
+    missing = [r.get("missing_analyses") or [] for r in per_run]
+    if not any(missing):
+        return ""
+    if all(m == missing[0] for m in missing):
+        text = f"Not computed yet in any run (hence n/a above): {', '.join(missing[0])}"
+    else:
+        text = "Not computed yet (hence n/a above): " + "; ".join(
+            f"{r['label']}: {', '.join(m)}" for r, m in zip(per_run, missing, strict=True) if m
+        )
+    return f"<p>{html.escape(text)}.</p>"
 
 
 def figures_html(
@@ -175,6 +237,7 @@ def render_page(
     out: Path,
     missing: list[str] | None = None,
     per_run: list[dict] | None = None,
+    configs: list[tuple[str, Config]] | None = None,
 ) -> str:
     from prunescope import __version__
 
@@ -212,6 +275,7 @@ does not narrow; representations stay similar to the dense network.</p>
 {level_rows(rd, tables, crit.get("level"))}
 </table>
 {runs_table(runs)}
+{config_diff_table(configs or [])}
 {per_run_table(per_run or [], cfg.analysis.plugins)}
 <h2>Figures</h2>
 {figures_html(figures, out, missing or [], rd.root, rd.manifest.get("skipped_analyses"))}

@@ -249,6 +249,21 @@ def export_sentence(ex: dict[str, Any]) -> Finding:
     )
 
 
+def crossover_words(c: dict[str, Any]) -> str:
+    """Where a sparse layer beats its dense version, as the numbers say it. No crossover is
+    not "never": a best ratio below 1 was faster somewhere, only not up to the sparsest
+    point (a crossover needs every point above it faster)."""
+    if c["crossover_sparsity"] is not None:
+        return f"from {pct(c['crossover_sparsity'])} layer sparsity"
+    best, points = c["best_ratio"], c["points"]
+    if best is not None and best < 1:
+        return (
+            f"not steadily: at best {num(best)}×, faster at some of {points} measurements but "
+            "not at the sparsest"
+        )
+    return f"never: at best {num(best)}× the dense layer's latency over {points} measurements"
+
+
 def runtime_sentence(rt: dict[str, Any]) -> Finding:
     ratios = [r for r in rt["ratios"] if r["format"] != "dense" and r["right"]]
     last = max(r["level"] for r in rt["ratios"])
@@ -256,16 +271,11 @@ def runtime_sentence(rt: dict[str, Any]) -> Finding:
     for b in sorted({r["batch_size"] for r in ratios}):
         at = [r for r in ratios if r["batch_size"] == b and r["level"] == last]
         parts.append(f"batch {b}: " + ", ".join(f"{r['format']} {num(r['ratio'])}×" for r in at))
-    cross = []
-    for kind, by_batch in rt["layer_types"].items():
-        for b, c in by_batch.items():
-            where = (
-                f"from {pct(c['crossover_sparsity'])} layer sparsity"
-                if c["crossover_sparsity"] is not None
-                else f"never faster (at best {num(c['best_ratio'])}× the dense time over "
-                f"{c['points']} measurements)"
-            )
-            cross.append(f"{kind} at batch {b}: {where}")
+    cross = [
+        f"{kind} at batch {b}: {crossover_words(c)}"
+        for kind, by_batch in rt["layer_types"].items()
+        for b, c in by_batch.items()
+    ]
     hybrid = [r for r in ratios if r["format"] == "hybrid" and r["level"] == last]
     pays = any(r["ratio"] is not None and r["ratio"] < 1 for r in hybrid)
     return (

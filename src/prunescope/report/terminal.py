@@ -9,7 +9,7 @@ import pandas as pd
 
 from prunescope.analysis.registry import Plugins
 from prunescope.report.build import headline
-from prunescope.report.page import _cell, headlines
+from prunescope.report.page import headline_cell, headlines
 
 
 def accuracy_line(accuracy: pd.DataFrame) -> str:
@@ -50,7 +50,7 @@ def summary_lines(summary: dict, accuracy: pd.DataFrame, plugins: Plugins = ()) 
     values = headline(summary["findings"], plugins)
     labels = headlines(plugins)
     rows = [
-        (labels[k][0], _cell(v, labels[k][1]))
+        (labels[k][0], headline_cell(v, labels[k][1]))
         for k, v in values.items()
         if v is not None and k != "critical_sparsity"
     ]

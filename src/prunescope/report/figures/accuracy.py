@@ -12,23 +12,30 @@ from prunescope.report.figures.common import (
     FigureFile,
     FigureInputs,
     pct,
+    run_styles,
     save,
     sparsity_axis,
 )
+
+CONTROL_LINESTYLE = (0, (1, 1))  # densely dotted: none of the runs' own line styles
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT + 0.4), layout="constrained")
     top = max(float(r.accuracy["network_sparsity"].max()) for r in inp.runs)
+    # each run styled as on every overlay (colour, line style, marker); controls apart
+    styles = iter(run_styles(len(inp.runs)))
     for run in inp.runs:
         acc = run.accuracy.sort_values("level")
+        style = next(styles)
         (line,) = ax.plot(
             acc["network_sparsity"],
             100 * acc["test_accuracy"],
-            marker="s" if run.control else "o",
+            color=style.colour,
+            marker="x" if run.control else style.marker,
             ms=3,
             lw=1.0 if run.control else 1.3,
-            ls="--" if run.control else "-",
+            ls=CONTROL_LINESTYLE if run.control else style.linestyle,
             label=run.label,
         )
         if run.band is not None:
@@ -81,6 +88,6 @@ def _extras(inp: FigureInputs) -> str:
         out += " Replicates (runs that differ only in the seed) are drawn as their mean with a "
         out += "shaded 95% confidence band (Student's t over the seeds)."
     if any(r.control for r in inp.runs):
-        out += " Dashed: control branches of the first run, trained with its data order and "
+        out += " Dotted (×): control branches of the first run, trained with its data order and "
         out += "schedule at its sparsities."
     return out

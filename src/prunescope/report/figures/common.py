@@ -6,6 +6,8 @@ smallest and records it; a test checks every figure), PNG at 200 dpi beside a
 vector PDF. Stages are told apart by colour *and* by line style or marker or
 hatch, so that they stay distinguishable in grayscale and for colour-blind
 readers: the colours come from viridis, whose lightness rises monotonically.
+In a report on several runs, each run keeps one colour, line style and marker
+(:func:`run_styles`) on every figure that overlays them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
 from prunescope.rundir.atomic import atomic_write_bytes
@@ -28,6 +31,9 @@ WIDTH, HEIGHT, DPI = 7.2, 3.4, 200
 MIN_TEXT_PT = 7.0
 # Where the paper's Figs. 5-6 look: 20, 59, 79 and 89% network sparsity.
 PAPER_SPARSITIES = (0.20, 0.59, 0.79, 0.89)
+# TrueType (Type 42) fonts in PDF and PostScript: matplotlib's default Type 3 fonts are
+# rejected by many venues' submission checks (IEEE PDF eXpress, ACM's TAPS).
+FONT_TYPES = {"pdf.fonttype": 42, "ps.fonttype": 42}
 
 plt.rcParams.update(
     {
@@ -50,6 +56,7 @@ plt.rcParams.update(
         # someone else: plain text, never math text ("$...$" would be parsed, and can crash).
         "text.parse_math": False,
         "text.usetex": False,
+        **FONT_TYPES,
     }
 )
 
@@ -64,6 +71,17 @@ class RunSeries:
     band: pd.DataFrame | None = None  # replicates: level, low, high (95% interval)
     replicates: int = 1
     control: bool = False  # a control branch of the first run
+
+
+@dataclass(frozen=True)
+class ComparedRun:
+    """One run of a report on several: its tables and its own findings."""
+
+    label: str  # the settings that differ (report.runs.run_labels)
+    tables: dict[str, pd.DataFrame]
+    summary: dict
+    stage_order: list[str]
+    exclude: list[str]
 
 
 @dataclass
@@ -84,6 +102,50 @@ class FigureInputs:
     metric: str = "top-1 accuracy"  # what "accuracy" means for the dataset
     batchnorm: bool = True  # the model has BatchNorm (captions say what it changes)
     summary: dict = field(default_factory=dict)  # the findings: figures read, never recompute
+    compared: list[ComparedRun] = field(default_factory=list)  # every run, the first included
+
+
+def overlaid(inp: FigureInputs) -> bool:
+    """A report on several runs: a figure that can draw every run draws them all."""
+    return len(inp.compared) > 1
+
+
+def first_run_note(inp: FigureInputs) -> str:
+    """A caption's note on a figure that draws one run of several: which one."""
+    if not overlaid(inp):
+        return ""
+    return f" Shown: the first run ({inp.compared[0].label}) only."
+
+
+def compared_with(inp: FigureInputs, table: str) -> list[ComparedRun]:
+    """The runs (in report order) whose ``table`` has rows."""
+    return [r for r in inp.compared if table in r.tables and not r.tables[table].empty]
+
+
+@dataclass(frozen=True)
+class RunStyle:
+    colour: str
+    linestyle: object
+    marker: str
+
+
+RUN_LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
+
+
+def run_styles(n: int) -> list[RunStyle]:
+    """One style per run, the same run alike on every figure: a colour of matplotlib's
+    cycle (as the accuracy figure's) with its own line style and marker, so runs stay
+    apart in grayscale too."""
+    return [
+        RunStyle(f"C{i % 10}", RUN_LINESTYLES[i % len(RUN_LINESTYLES)], MARKERS[i % len(MARKERS)])
+        for i in range(n)
+    ]
+
+
+OVERLAY_NOTE = (
+    " Runs overlaid: each run one colour, line style and marker, labelled by the settings "
+    "that differ between the runs."
+)
 
 
 @dataclass
@@ -115,7 +177,8 @@ def save(fig: plt.Figure, folder: Path, name: str, caption: str) -> FigureFile:
         (pdf, "pdf", {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}),
     ):
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, metadata=meta)
+        with plt.rc_context(FONT_TYPES):  # whatever rcParams a caller changed since import
+            fig.savefig(buf, format=fmt, metadata=meta)
         atomic_write_bytes(path, buf.getvalue())
     w, h = fig.get_size_inches()
     smallest = smallest_text(fig)
@@ -172,7 +235,8 @@ def styled_boxes(ax: plt.Axes, data: list, styles: list[StageStyle], widths: flo
 
 
 def stage_legend_handles(styles: dict[str, StageStyle], stages: list[str], kind: str = "line"):
-    from matplotlib.lines import Line2D
+    """Legend entries drawn as the figure draws its stages: "line" (line and marker),
+    "stairs" (line only: a histogram's steps carry no marker) or "patch" (filled, hatched)."""
     from matplotlib.patches import Patch
 
     if kind == "patch":
@@ -186,7 +250,7 @@ def stage_legend_handles(styles: dict[str, StageStyle], stages: list[str], kind:
             [],
             color=styles[s].colour,
             ls=styles[s].linestyle,
-            marker=styles[s].marker,
+            marker=styles[s].marker if kind == "line" else "",
             ms=4,
             label=s,
         )
@@ -210,6 +274,21 @@ def levels_near(
         if diff[idx] <= tolerance + 1e-9 and level not in out:
             out.append(level)
     return sorted(out) if out else sorted(set(nearest))
+
+
+def targets_missed(
+    levels: pd.DataFrame, targets: tuple[float, ...], tolerance: float = 0.05
+) -> list[tuple[float, int, float]]:
+    """The targets :func:`levels_near` finds no level for: (target, the nearest level, its
+    sparsity), for a caption to say which of the paper's sparsities a figure lacks."""
+    lv = levels[["level", "network_sparsity"]].drop_duplicates().sort_values("level")
+    out = []
+    for t in targets:
+        diff = (lv["network_sparsity"] - t).abs().to_numpy()
+        idx = int(diff.argmin())
+        if diff[idx] > tolerance + 1e-9:
+            out.append((t, int(lv["level"].iloc[idx]), float(lv["network_sparsity"].iloc[idx])))
+    return out
 
 
 def _to_axis(s):
@@ -236,40 +315,114 @@ def sparsity_axis(
     ax.set_xlim(0.0, min(max(top, 0.5) * 1.0 + (1 - max(top, 0.5)) * 0.3, 0.999))
     ax.set_xlabel(SPARSITY_AXIS_LABEL if label else "")
     if remaining_axis:
-        sec = ax.secondary_xaxis("top")
-        sec.set_xticks(ticks)
-        sec.set_xticklabels([f"{100 * (1 - t):g}" for t in ticks])
-        sec.set_xlabel("weights remaining (%)")
+        remaining_axis_on_top(ax, ticks)
+
+
+def _to_remaining(s):
+    return 100.0 * (1.0 - np.asarray(s, dtype=float))
+
+
+def _from_remaining(r):
+    return 1.0 - np.asarray(r, dtype=float) / 100.0
+
+
+def remaining_axis_on_top(ax: plt.Axes, ticks: list[float]) -> None:
+    """A top axis in weights remaining (%), each tick over its sparsity's tick.
+
+    A secondary axis lays itself out linearly in the parent's data (it only follows a
+    parent's *log* scale), which put "50" at 50% sparsity's linear place, far from where
+    the bottom axis draws it. So its own scale is the bottom's, written in percent
+    remaining: both map through ``_to_axis``, so the same x pixel reads r = 100 − s. (A
+    secondary axis sets its scale again only when the parent's scale changes; ``ax`` has
+    its function scale already.)
+    """
+    sec = ax.secondary_xaxis("top", functions=(_to_remaining, _from_remaining))
+    sec.set_xscale(
+        "function",
+        functions=(
+            lambda r: _to_axis(_from_remaining(r)),
+            lambda v: _to_remaining(_from_axis(v)),
+        ),
+    )
+    sec.set_xticks(_to_remaining(ticks))
+    sec.set_xticklabels([f"{100 * (1 - t):g}" for t in ticks])
+    sec.set_xlabel("weights remaining (%)")
 
 
 def plain_log(ax: plt.Axes, axis: str = "y") -> None:
-    """A log axis with plain-number tick labels (math text is off for every figure)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """A log axis with plain-number tick labels (math text is off for every figure); call it
+    once the data are drawn. Labels at 1, 2 and 5 of each decade where the axis spans a few
+    (powers of ten alone left a ratio axis from 0.3 to 6 with one label, "1")."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     target = ax.yaxis if axis == "y" else ax.xaxis
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    decades = np.log10(max(hi, 1e-300) / max(lo, 1e-300))
+    subs = range(1, 10) if decades < 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
 
-def mark_critical(ax: plt.Axes, critical: dict, x: float | None = None, low: bool = False) -> None:
-    """A dashed vertical line at the critical sparsity (or at ``x``), labelled at the top of
-    the axes (or at the bottom with ``low``, where the data leave room there)."""
+CRITICAL_LABEL = "critical sparsity"
+CRITICAL_STYLE = {"color": "#b2182b", "ls": "--", "lw": 0.9}
+
+
+def mark_critical(ax: plt.Axes, critical: dict, x: float | None = None) -> Line2D | None:
+    """A dashed vertical line at the critical sparsity (or at ``x``), named in the figure's
+    legend: a "critical" label inside the axes sat on the data or on an inner legend."""
     if critical.get("level") is None:
-        return
+        return None
     where = critical["network_sparsity"] if x is None else x
-    ax.axvline(where, color="#b2182b", ls="--", lw=0.9, zorder=0)
-    ax.annotate(
-        "critical",
-        (where, 0.0 if low else 1.0),
-        xycoords=("data", "axes fraction"),
-        xytext=(-2, 2 if low else -2),
-        textcoords="offset points",
-        va="bottom" if low else "top",
-        ha="right",
-        fontsize=7,
-        color="#b2182b",
-    )
+    return ax.axvline(where, zorder=0, label=CRITICAL_LABEL, **CRITICAL_STYLE)
 
 
 def pct(s: float) -> str:
     return f"{100 * s:.1f}%"
+
+
+def grid_columns(n: int) -> int:
+    """Columns for ``n`` panels on a page's width: three at most (narrower panels crowd their
+    tick labels), two where that leaves fewer cells empty (four stages: 2 × 2, not 3 + 1)."""
+    if n <= 3:
+        return max(n, 1)
+    return min((3, 2), key=lambda c: (-n % c, -c))
+
+
+def panel_grid(
+    n: int, panel_height: float, extra: float = 0.6, **kwargs
+) -> tuple[plt.Figure, list[plt.Axes]]:
+    """``n`` panels in rows of :func:`grid_columns`, the cells left over hidden."""
+    cols = grid_columns(n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(WIDTH, panel_height * rows + extra),
+        squeeze=False,
+        layout="constrained",
+        **kwargs,
+    )
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def run_line(ax: plt.Axes, x, y, style: RunStyle) -> None:
+    """One run's line on an overlay (named once, in :func:`runs_legend`)."""
+    ax.plot(x, y, color=style.colour, ls=style.linestyle, marker=style.marker, ms=3, lw=1.1)
+
+
+def runs_legend(fig: plt.Figure, labels: list[str], styles: list[RunStyle]) -> None:
+    """The runs, below the panels (never over their data)."""
+    handles = [
+        Line2D([], [], color=s.colour, ls=s.linestyle, marker=s.marker, ms=3.5, label=lab)
+        for lab, s in zip(labels, styles, strict=True)
+    ]
+    # as many columns as fit the page: a label is a list of settings, and a row wider than
+    # the figure is cut off at its edges
+    longest = max(len(lab) for lab in labels)
+    fit = int(WIDTH // (0.5 + 0.05 * longest))  # inches: the handle, then ~0.05 a character
+    ncols = max(1, min(3, len(labels), fit))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, title="run")

@@ -11,6 +11,7 @@ from prunescope.report.figures.common import (
     WIDTH,
     FigureFile,
     FigureInputs,
+    first_run_note,
     mark_critical,
     save,
     sparsity_axis,
@@ -47,7 +48,7 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             "controls",
             "Left: test accuracy of each control branch minus IMP's at the same level (same data "
             "order, schedule and sparsity; random_mask keeps IMP's per-layer sparsities, so its "
-            f"stage sparsity equals IMP's by construction).{note}",
+            f"stage sparsity equals IMP's by construction).{note}{first_run_note(inp)}",
         )
     ]
 

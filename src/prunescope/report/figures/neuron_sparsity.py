@@ -9,12 +9,19 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from prunescope.report.figures.common import (
+    OVERLAY_NOTE,
     WIDTH,
     FigureFile,
     FigureInputs,
+    compared_with,
+    first_run_note,
     levels_near,
     mark_critical,
+    overlaid,
     pct,
+    run_line,
+    run_styles,
+    runs_legend,
     save,
     sparsity_axis,
     stage_legend_handles,
@@ -102,12 +109,45 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             "neuron_sparsity",
             "Fan-in sparsity of every neuron, per layer (boxes by stage) at levels "
             f"{', '.join(map(str, levels))} (paper Figs. 8–10): the levels nearest to the paper's "
-            "sparsities, the first level with a fully pruned neuron (if any) and the last level.",
+            "sparsities, the first level with a fully pruned neuron (if any) and the last level."
+            + first_run_note(inp),
         )
     ]
-    if dead is not None and not dead.empty:
+    if overlaid(inp) and len(compared_with(inp, "dead_neurons")) > 1:
+        files.append(_dead_overlay(inp, out))
+    elif dead is not None and not dead.empty:
         files.append(_dead_figure(inp, dead, styles, stages, out))
     return files
+
+
+def _dead_overlay(inp: FigureInputs, out: Path) -> FigureFile:
+    """Every run's fully pruned neurons, all its pruned layers together, one line per run."""
+    runs = compared_with(inp, "dead_neurons")
+    styles = run_styles(len(runs))
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4), layout="constrained")
+    top, peak = 0.0, 0.0
+    for run, style in zip(runs, styles, strict=True):
+        dead = _prunable(run.tables["dead_neurons"], run.exclude)
+        g = dead.groupby(["level", "network_sparsity"], as_index=False)[
+            ["neurons", "fully_pruned"]
+        ].sum()
+        share = 100 * g["fully_pruned"] / g["neurons"]
+        run_line(ax, g["network_sparsity"], share, style)
+        top = max(top, float(g["network_sparsity"].max()))
+        peak = max(peak, float(share.max()))
+    sparsity_axis(ax, top)
+    ax.set_ylabel("fully pruned neurons (% of the pruned layers')")
+    _dead_ylim(ax, peak)
+    ends = [f"{r.label}: {_last_fully_pruned(r.summary)}" for r in runs]
+    runs_legend(fig, [r.label for r in runs], styles)
+    return save(
+        fig,
+        out,
+        "fully_pruned_neurons",
+        "Neurons whose incoming weights are all pruned, every pruned layer together, against "
+        f"network sparsity (counted at each level; the paper found none); at the last level: "
+        f"{'; '.join(ends)}.{OVERLAY_NOTE}",
+    )
 
 
 def _dead_figure(inp: FigureInputs, dead: pd.DataFrame, styles, stages, out: Path) -> FigureFile:
@@ -132,8 +172,7 @@ def _dead_figure(inp: FigureInputs, dead: pd.DataFrame, styles, stages, out: Pat
     sparsity_axis(ax, float(g["network_sparsity"].max()))
     mark_critical(ax, inp.critical)
     ax.set_ylabel("fully pruned neurons (% of the stage's)")
-    top = float((100 * g["fully_pruned"] / g["neurons"]).max())
-    ax.set_ylim(-1 if top == 0 else -0.05 * top, max(5.0, 1.1 * top))
+    _dead_ylim(ax, float((100 * g["fully_pruned"] / g["neurons"]).max()))
     fig.legend(loc="outside right upper", title="stage")
     return save(
         fig,
@@ -142,3 +181,13 @@ def _dead_figure(inp: FigureInputs, dead: pd.DataFrame, styles, stages, out: Pat
         "Neurons whose incoming weights are all pruned, per stage, against network sparsity "
         "(counted at each level; the paper found none).",
     )
+
+
+def _dead_ylim(ax: plt.Axes, peak: float) -> None:
+    """Room for a line at 0 (none dead, the paper's finding) to show as a line."""
+    ax.set_ylim(-1 if peak == 0 else -0.05 * peak, max(5.0, 1.1 * peak))
+
+
+def _last_fully_pruned(summary: dict) -> str:
+    """The finding's count at a run's last level."""
+    return str((summary.get("fully_pruned_neurons") or {}).get("last_level_fully_pruned", "n/a"))

@@ -13,6 +13,7 @@ from prunescope.report.figures.common import (
     WIDTH,
     FigureFile,
     FigureInputs,
+    first_run_note,
     plain_log,
     save,
     sparsity_axis,
@@ -107,10 +108,12 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         ax.set_xlim(0, 100)
         ax.set_xlabel("layer sparsity (%)")
         ax.set_title(f"per layer (batch {b}): sparse / dense")
-        ax.legend(loc="upper right")
     axes[0].set_ylabel("latency ratio (log scale; below 1 is faster)")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(loc="upper right")  # the sparse line falls from the top left
+    # formats and layer kinds in one legend below the panels: inside any panel it covered
+    # the sparse line (which starts high at the left) or a layer's points
+    handles = axes[0].get_legend_handles_labels()[0] + axes[-1].get_legend_handles_labels()[0]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
     fig.suptitle(f"measured on {inp.hardware}, {timed_on(inp)}", fontsize=8)
     synthetic = (
         " Points past the run's last level come from synthetic masks (the last level pruned further by global magnitude, not trained)."
@@ -126,6 +129,6 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             "Inference latency of each format divided by the dense network's (medians of "
             "interleaved repetitions, outputs checked against dense; a format that disagreed "
             f"is left out), and per pruned layer the CSR sparse layer's latency over the dense "
-            f"one against the layer's own sparsity.{synthetic}",
+            f"one against the layer's own sparsity.{synthetic}" + first_run_note(inp),
         )
     ]

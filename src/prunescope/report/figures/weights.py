@@ -6,24 +6,28 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from prunescope.report.figures.common import (
     WIDTH,
     FigureFile,
     FigureInputs,
+    first_run_note,
     levels_near,
     pct,
     save,
     stage_legend_handles,
     stage_styles,
+    targets_missed,
 )
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     hist = inp.tables["weight_hist"]
     pruned = hist[hist["level"] > 0]
-    levels = levels_near(pruned if not pruned.empty else hist, inp.targets)
+    candidates = pruned if not pruned.empty else hist
+    levels = levels_near(candidates, inp.targets)
     fig, axes = plt.subplots(
         1,
         len(levels),
@@ -59,7 +63,9 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     if not present.empty:  # the bins span 7 decades; show the ones that hold weights
         axes[0][0].set_xlim(0.8 * present["bin_low"].min(), 1.25 * present["bin_high"].max())
     fig.legend(
-        handles=stage_legend_handles(styles, shown), loc="outside right upper", title="stage"
+        handles=stage_legend_handles(styles, shown, kind="stairs"),
+        loc="outside right upper",
+        title="stage",
     )
     near = ", ".join(f"{100 * t:g}%" for t in inp.targets)
     return [
@@ -71,6 +77,19 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
             f"paper's {near} network sparsity (levels {', '.join(map(str, levels))}). Counts per bin "
             "on log-spaced bins shared by every level; the y axis is logarithmic above one weight "
             "(linear below). A curve's counts add up to the stage's surviving weights (the paper "
-            "plots densities scaled to the same total); on these log axes its visible area does not.",
+            "plots densities scaled to the same total); on these log axes its visible area does "
+            f"not.{_missed(candidates, inp.targets)}{first_run_note(inp)}",
         )
     ]
+
+
+def _missed(levels: pd.DataFrame, targets: tuple[float, ...]) -> str:
+    """Which of the paper's sparsities has no level within 5 points (so no panel)."""
+    missed = targets_missed(levels, targets)
+    if not missed:
+        return ""
+    what = "; ".join(
+        f"{100 * t:g}% (the nearest, level {lv}, is {pct(s)} sparse)" for t, lv, s in missed
+    )
+    verb = "it has" if len(missed) == 1 else "they have"
+    return f" No level lies within 5 points of {what}: {verb} no panel."
