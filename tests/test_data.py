@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hostile_helpers import fake_cifar, write_batch
-from prunescope.data import DeviceLoader, prepare_data, stratified_subset
+from prunescope.data import DeviceLoader, dataset_names, prepare_data, stratified_subset
 from prunescope.data import cifar10 as cifar_mod
 from prunescope.data.loader import random_crop_flip
 from prunescope.data.tinyimagenet import CACHE_NAME, load_tinyimagenet_arrays
@@ -340,3 +340,26 @@ def test_a_tinyimagenet_cache_that_does_not_fit_is_rebuilt(tmp_path, damage):
     again = load_tinyimagenet_arrays(tmp_path, download=False)
     assert (again.train_x == good.train_x).all() and (again.train_y == good.train_y).all()
     assert again.classes == good.classes
+
+
+def test_a_dataset_of_an_unknown_kind_is_refused_when_registered():
+    from prunescope.data.registry import DatasetSpec, register_dataset
+    from prunescope.errors import UserInputError
+
+    spec = DatasetSpec(
+        name="audio_clips",
+        description="",
+        num_classes=2,
+        channels=1,
+        image_size=0,
+        mean=(),
+        std=(),
+        crop_padding=0,
+        flip=False,
+        load=lambda root, download: None,
+        default_root="",
+        kind="audio",
+    )
+    with pytest.raises(UserInputError, match="unknown data kind 'audio'; choose one of images"):
+        register_dataset(spec)
+    assert "audio_clips" not in dataset_names()

@@ -14,7 +14,6 @@ from torch import nn
 
 from prunescope.config import Config
 from prunescope.data import (
-    Normalizer,
     PreparedData,
     check_subset,
     model_inputs,
@@ -73,10 +72,9 @@ def test_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels) of the run's test set, or the analysis subset of it: images
     (uint8), token sequences, or the graph with only the chosen test nodes labelled."""
-    labels = data.test_y[data.test_y != -100] if data.kind == "graph" else data.test_y
-    classes = len(data.classes) if data.kind != "tokens" else 0
-    unit = {"images": "images", "tokens": "sequences", "graph": "nodes"}[data.kind]
-    check_subset("an analysis test_subset", subset, labels.numpy(), classes, unit)
+    kind = data.kind
+    labels = kind.scored(data.test_y).numpy()
+    check_subset("an analysis test_subset", subset, labels, kind.strata(data), kind.unit)
     return data.subset("test", subset, derive_seed(cfg.seed, "analysis-subset"))
 
 
@@ -93,12 +91,7 @@ def load_test_set(
     _, cfg = open_run_dir(run_dir)
     data = prepare_from_config(cfg)
     x, y = test_images(data, cfg, subset)
-    if data.kind == "tokens":
-        return x.long(), y.clone()  # stored as uint8; nn.Embedding takes int64
-    if data.kind != "images":
-        return x.clone(), y.clone()
-    norm = Normalizer(data.spec.mean, data.spec.std, torch.device("cpu"))
-    return norm(x), y.clone()
+    return data.kind.as_model_takes(data, x, y)
 
 
 # -- running -------------------------------------------------------------------------------

@@ -148,15 +148,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from prunescope.data import dataset_names, dataset_spec
+    from prunescope.data import data_kind, dataset_names, dataset_spec
 
     for name in dataset_names():
         s = dataset_spec(name)
-        shape = {
-            "images": f"{s.num_classes:>3} classes  {s.channels}x{s.image_size}x{s.image_size}",
-            "tokens": f"next character, {s.context} per sequence",
-            "graph": f"{s.num_classes or 'its':>3} classes  one graph",
-        }[s.kind]
+        shape = data_kind(s.kind).describe(s)
         print(f"{name:<16} {shape:<32} {s.description}")
     return 0
 

@@ -231,14 +231,11 @@ def build_config(
 
 def resolve(cfg: Config) -> Config:
     """Write out the defaults that depend on other choices (classifier, image size)."""
-    from prunescope.data import dataset_spec
+    from prunescope.data import data_kind, dataset_spec
 
     cfg = cfg.model_copy(deep=True)
     spec = dataset_spec(cfg.data.name)
-    if cfg.data.image_size is None and spec.kind == "images":
-        cfg.data.image_size = spec.image_size
-    if cfg.data.context is None and spec.kind == "tokens":
-        cfg.data.context = spec.context
+    data_kind(spec.kind).resolve(cfg.data, spec)
     if cfg.imp.exclude is None:
         cfg.imp.exclude = default_exclude(cfg)
     return cfg

@@ -31,17 +31,6 @@ class ArrayDataset:
                 raise ValueError(f"{len(x)} images but {len(y)} labels")
 
 
-# What a dataset holds decides how it is batched and scored (docs/guide.md, "Beyond CNNs"): images
-# (classification, top-1), tokens (next-token prediction over every position of a
-# sequence) or one graph (node classification on the test nodes).
-KINDS = ("images", "tokens", "graph")
-METRICS = {
-    "images": "top-1 accuracy",
-    "tokens": "next-token accuracy",
-    "graph": "node accuracy",  # scored on the test nodes
-}
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
@@ -55,19 +44,24 @@ class DatasetSpec:
     flip: bool
     load: Callable[[Path, bool], object]  # ArrayDataset for images; see data/text, data/graph
     default_root: str
-    kind: str = "images"
+    kind: str = "images"  # a name in prunescope.data.kinds.DATA_KINDS
     context: int = 0  # tokens per sequence, for a text dataset
     synthetic: bool = False  # said wherever the data are named
 
     @property
     def metric(self) -> str:
-        return METRICS[self.kind]
+        from prunescope.data.kinds import data_kind
+
+        return data_kind(self.kind).metric
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    from prunescope.data.kinds import data_kind
+
+    data_kind(spec.kind)  # a kind no DataKind implements is refused here, not at first use
     if spec.name in _REGISTRY:
         raise ValueError(f"dataset {spec.name!r} registered twice")
     _REGISTRY[spec.name] = spec

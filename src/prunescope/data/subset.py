@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from prunescope.errors import DataError
+
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices (sorted) of ``n`` items whose class counts follow the full set's proportions.
@@ -32,3 +34,21 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         members = np.flatnonzero(labels == cls)
         chosen.append(members[rng.permutation(len(members))[:k]])
     return np.sort(np.concatenate(chosen))
+
+
+def check_subset(
+    what: str, n: int | None, labels: np.ndarray, num_classes: int, unit: str = "images"
+) -> None:
+    """A stratified subset needs an example of every class and cannot exceed the set it
+    takes from (``num_classes`` 0: not stratified)."""
+    if n is None:
+        return
+    if n > len(labels):
+        raise DataError(
+            f"{what} = {n} is larger than the set it is taken from ({len(labels)} {unit})"
+        )
+    if n < num_classes:
+        raise DataError(
+            f"{what} = {n} is smaller than the number of classes ({num_classes}); a stratified "
+            f"subset needs at least one image of each"
+        )

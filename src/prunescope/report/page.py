@@ -151,7 +151,8 @@ def per_run_table(per_run: list[dict], plugins: Plugins = ()) -> str:
     rows = []
     for r in per_run:
         cells = "".join(
-            f"<td>{headline_cell(r['headline'].get(k), kind)}</td>" for k, (_, kind) in columns.items()
+            f"<td>{headline_cell(r['headline'].get(k), kind)}</td>"
+            for k, (_, kind) in columns.items()
         )
         rows.append(f"<tr><td>{html.escape(r['label'])} (seed {r['seed']})</td>{cells}</tr>")
     spread = "".join(
