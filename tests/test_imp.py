@@ -171,7 +171,7 @@ def test_public_api(tiny_run):
     assert acc == pytest.approx(
         json.loads((root / "levels/02/metrics.json").read_text())["test_accuracy"]
     )
-    with pytest.raises(RunDirError, match=r"level 7 .* is not complete"):
+    with pytest.raises(RunDirError, match=r"^level 7 is not a level of .* \(0-3\)$"):
         load_level(root, 7)
 
 
@@ -286,3 +286,18 @@ def test_killed_between_levels_resumes_to_identical_files(tmp_path):
     for rel in ref_files:
         if rel.name not in ("manifest.json", ".lock"):
             assert (ref / rel).read_bytes() == (victim / rel).read_bytes(), rel
+
+
+def test_a_missing_level_says_whether_it_is_untrained_or_beyond_the_run():
+    from types import SimpleNamespace
+
+    from prunescope.rundir.session import why_missing
+
+    rd = SimpleNamespace(root="runs/r", completed_levels=lambda: [0, 1, 2, 3, 4])
+    assert why_missing(rd, 8, [6, 7, 8]) == (
+        "levels 6-8 of runs/r are not trained yet (levels 0-4 of 0-8 complete)"
+    )
+    assert why_missing(rd, 8, [5]) == (
+        "level 5 of runs/r is not trained yet (levels 0-4 of 0-8 complete)"
+    )
+    assert why_missing(rd, 8, [9, 5]) == "level 9 is not a level of runs/r (0-8)"

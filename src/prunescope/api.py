@@ -24,7 +24,7 @@ from prunescope.models.build import model_from_config
 from prunescope.pruning.masks import Masks, prunable_weight_keys
 from prunescope.rundir.layout import RunDir
 from prunescope.rundir.level_files import read_level_tensors
-from prunescope.rundir.session import open_run_dir
+from prunescope.rundir.session import open_run_dir, why_missing
 from prunescope.seeding import derive_seed
 from prunescope.trust import code_names, scope, trusting, vouch
 
@@ -43,10 +43,7 @@ def model_for(cfg: Config) -> nn.Module:
 
 def read_level(rd: RunDir, cfg: Config, level: int) -> tuple[nn.Module, Masks]:
     if not rd.level_complete(level):
-        done = rd.completed_levels()
-        raise RunDirError(
-            f"level {level} of {rd.root} is not complete (complete: {', '.join(map(str, done)) or 'none'})"
-        )
+        raise RunDirError(why_missing(rd, cfg.imp.levels, [level]))
     model = model_for(cfg)
     state, masks = read_level_tensors(
         rd, level, model, prunable_weight_keys(model, cfg.imp.exclude)

@@ -332,7 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="IMP: train every level (resumes an existing run directory), then analyse and report",
     )
     add_config_args(p)
-    p.add_argument("--run-dir", type=Path, required=True, metavar="DIR")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the run directory: created new, or resumed where a run left it",
+    )
     p.add_argument("--no-analyze", action="store_true", help="train only")
     p.add_argument(
         "--redo-from", type=int, metavar="N", help="forget level N and later ones, train them again"
@@ -391,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="a level as a physically smaller dense network computing the same"
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--level", type=int, required=True, metavar="K")
+    p.add_argument(
+        "--level", type=int, required=True, metavar="K", help="the trained level to export"
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new or empty folder")
     p.set_defaults(func=cmd_export)
 
@@ -403,13 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="+",
         metavar="RUN_DIR",
-        help="the run to report on; more runs are overlaid on the accuracy figure",
+        help="the run to report on; more runs are overlaid on every figure that can show "
+        "several, with a table of the settings that differ",
     )
     p.add_argument("--out", type=Path, metavar="DIR", help="write here instead of RUN_DIR/report")
     p.add_argument(
         "--replicates",
         action="store_true",
-        help="the runs are seeds of one experiment: refuse them if their configs differ in more",
+        help="the runs are seeds of one experiment: refuse them if their configs differ in "
+        "more than the seed, and show their mean with a 95%% band",
     )
     p.set_defaults(func=cmd_report)
 

@@ -126,7 +126,7 @@ def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) 
     }
     rd.save_manifest()
     log.info(
-        "IMP on %s: %s, %d levels, %s",
+        "IMP on %s: %s, dense level 0 and %d pruned levels, %s",
         cfg.model.name,
         cfg.data.name,
         cfg.imp.levels,
@@ -136,7 +136,9 @@ def train_and_analyze(imp: IMP, rd: RunDir, cfg: Config, device, analyze: bool) 
     # training is done: the other ranks analyse with rank 0, or exit
     distributed.broadcast_object({"analyze": str(rd.root) if analyze else None})
     write_accuracy(rd)
-    log.info("all %d levels trained: %s", cfg.imp.levels + 1, rd.root)
+    log.info(
+        "levels 0-%d trained (dense and %d pruned): %s", cfg.imp.levels, cfg.imp.levels, rd.root
+    )
     if analyze:
         from prunescope.analysis.runner import analyze_run, raise_failures
         from prunescope.report.build import report_into_run

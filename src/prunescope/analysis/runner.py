@@ -24,6 +24,7 @@ from prunescope.analysis.tables import has_table, read_table, table_path, write_
 from prunescope.config import Config
 from prunescope.errors import AnalysisFailed, PrunescopeError, Unsupported, UserInputError
 from prunescope.rundir.layout import RunDir
+from prunescope.rundir.session import why_missing
 from prunescope.wording import format_seconds, plural
 
 log = logging.getLogger("prunescope")
@@ -73,7 +74,7 @@ def levels_for(spec: AnalysisSpec, ctx: AnalysisContext, requested: list[int] | 
     if requested is not None:
         missing = [lv for lv in requested if lv not in levels]
         if missing:
-            raise UserInputError(f"--levels: level(s) {missing} are not complete in {ctx.rd.root}")
+            raise UserInputError(f"--levels: {why_missing(ctx.rd, ctx.cfg.imp.levels, missing)}")
         levels = requested
     return spec.levels(ctx.cfg, levels)
 

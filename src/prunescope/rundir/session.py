@@ -89,6 +89,21 @@ def open_run_dir(root: str | Path) -> tuple[RunDir, Config]:
     return rd, read_run_config(rd)
 
 
+def why_missing(rd: RunDir, levels: int, missing: list[int]) -> str:
+    """Why levels cannot be read: "level 9 is not a level of RUN (0-8)" or "levels 5-8 of
+    RUN are not trained yet (levels 0-4 of 0-8 complete)"."""
+    beyond = [lv for lv in missing if lv < 0 or lv > levels]
+    if beyond:
+        word = "level" if len(beyond) == 1 else "levels"
+        return f"{word} {level_list(beyond)} {'is' if len(beyond) == 1 else 'are'} not a level of {rd.root} (0-{levels})"
+    word = "level" if len(missing) == 1 else "levels"
+    verb = "is" if len(missing) == 1 else "are"
+    return (
+        f"{word} {level_list(missing)} of {rd.root} {verb} not trained yet "
+        f"({levels_summary(rd, levels)})"
+    )
+
+
 def levels_summary(rd: RunDir, levels: int) -> str:
     """ "level 0 of 0-8 complete", "levels 0-3 of 0-8 complete", "no level of 0-8 complete yet"."""
     done = [lv for lv in rd.completed_levels() if lv <= levels]
