@@ -136,6 +136,7 @@ def run(
 
 def analyze(
     run_dir: str | Path,
+    *,
     only: str | Sequence[str] | None = None,
     levels: Sequence[int] | None = None,
     force: bool = False,
