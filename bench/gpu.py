@@ -142,14 +142,17 @@ class Variant:
         return result.seconds
 
     def ran(self) -> dict[str, bool]:
-        """What really ran: asked-for compile or capture can fall back to eager."""
-        t = self.trainer
-        return {
-            "compiled": t.compiled,
-            "compile_fell_back": t.compiled and not t.forward.active,
-            "capture": t.captured,
-            "graph_captured": self.step is not None and self.step.graph is not None,
-        }
+        return what_ran(self.trainer, self.step)
+
+
+def what_ran(t: Trainer, step: DeviceStep | None) -> dict[str, bool]:
+    """What really ran: asked-for compile or capture can fall back to eager."""
+    return {
+        "compiled": t.compiled,
+        "compile_fell_back": t.compiled and not t.forward.active,
+        "capture": t.captured,
+        "graph_captured": step is not None and step.graph is not None,
+    }
 
 
 def make_variant(

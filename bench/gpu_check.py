@@ -62,7 +62,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import prunescope
-from gpu import pruned_model, synthetic_data
+from gpu import pruned_model, synthetic_data, what_ran
 from prunescope import distributed
 from prunescope.analysis.similarity import (
     CrossStats,
@@ -373,13 +373,7 @@ class Training:
         return self.step is not None and self.step.graph is not None
 
     def ran(self) -> dict[str, bool]:
-        t = self.trainer
-        return {
-            "compiled": t.compiled,
-            "compile_fell_back": t.compiled and not t.forward.active,
-            "capture": t.captured,
-            "graph_captured": self.graph,
-        }
+        return what_ran(self.trainer, self.step)
 
 
 def training(ctx: Ctx, steps: int, *settings: str, epochs: int = 2) -> Training:

@@ -505,10 +505,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from prunescope.trust import scope
 
-        if args.command in ("run", "analyze", "runtime", "branch"):
-            from prunescope.machine_load import say_if_busy
-
-            say_if_busy()
         with logging_redirect_tqdm(), scope(everything=args.trust_code):
             return args.func(args)
     except ConfigError as exc:

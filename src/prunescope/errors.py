@@ -78,3 +78,12 @@ def shorten(value: object, limit: int = 80) -> str:
     """``repr`` of a value cut to a readable length (a hostile value may be megabytes)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_problem(exc, whole: str = "(top level)") -> str:
+    """A pydantic ``ValidationError`` as one line: its first field, message and the value
+    it got ("format_version: Input should be 1 (got 2)"); ``whole`` names the top level."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or whole
+    got = f" (got {shorten(err.get('input'), 60)})" if "input" in err else ""
+    return f"{shorten(field, 120)}: {err['msg']}{got}"

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from prunescope.errors import RunDirError, UserInputError, shorten
+from prunescope.errors import RunDirError, UserInputError, first_problem, shorten
 from prunescope.rundir.files import (
     NotARegularFile,
     check_not_symlink,
@@ -148,9 +148,7 @@ def read_architecture(folder: Path) -> Architecture:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{folder / ARCHITECTURE} is not JSON ({shorten(exc, 80)})") from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(map(str, err["loc"])) or "the file"
-        raise RunDirError(f"{folder / ARCHITECTURE}: {where}: {err['msg']}") from None
+        raise RunDirError(f"{folder / ARCHITECTURE}: {first_problem(exc, 'the file')}") from None
 
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -1,7 +1,8 @@
 """Is this machine busy? Timings taken under load mean little (measured on this project's
 2-core VM: a ResNet-20 CIFAR-10 epoch took 26.1 s with a test suite running beside it and
 13.3 s without), so ``run``,
-``analyze`` and ``runtime`` say so once, and the run-time analysis records the load it
+``analyze``, ``runtime`` and ``branch`` say so once, when the command has passed its checks
+(a refused command stays one line), and the run-time analysis records the load it
 measured under (``runtime_conditions.csv``), which its finding states."""
 
 from __future__ import annotations

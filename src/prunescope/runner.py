@@ -14,6 +14,7 @@ from prunescope.config.request import ConfigRequest
 from prunescope.data import PreparedData, prepare_from_config
 from prunescope.errors import DataError, RunDirError, UserInputError
 from prunescope.imp import IMP, Follower
+from prunescope.machine_load import say_if_busy
 from prunescope.models.describe import dense_record, describe
 from prunescope.models.probe import check_output, forward_once
 from prunescope.pruning.masks import prunable_weight_keys
@@ -104,6 +105,7 @@ def lead_run(
             check_data(rd, session.prepared, redo_from=redo_from)
             device = distributed.bind(cfg.device)
             threads = apply_threads(cfg.threads)
+            say_if_busy()  # once the command is sure to run: a refusal stays one line
             imp = IMP(cfg, rd, device, data=session.prepared)
             distributed.broadcast_object(cfg.model_dump(mode="json"))
             started = True
@@ -188,6 +190,7 @@ def analyze(
             only = parse_only(only, session.cfg.analysis.plugins)
         device = resolve_device(session.cfg.device)
         session.rd.session["threads"] = apply_threads(session.cfg.threads)
+        say_if_busy()
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
         for branch in branch_dirs(session.rd.root):  # its controls, with the same settings
             with WriteSession(branch, request, create=False) as b:
@@ -228,6 +231,7 @@ def run_branch(
             check_data(rd, session.prepared)
             device = resolve_device(cfg.device)
             rd.session["threads"] = apply_threads(cfg.threads)
+            say_if_busy()
             imp = BranchIMP(cfg, rd, device, parent.rd, kind, data=session.prepared)
             rd.manifest["layer_order"] = parent.rd.manifest.get("layer_order")
             rd.save_manifest()

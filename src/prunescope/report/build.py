@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from prunescope.report.figures.common import ComparedRun, FigureFile, FigureInpu
 from prunescope.report.page import render_page
 from prunescope.report.replicates import accuracy_band, replicate_groups, require_replicates
 from prunescope.report.runs import run_labels
-from prunescope.rundir.atomic import atomic_write_bytes, json_bytes, sha256_file
+from prunescope.rundir.atomic import atomic_write_bytes, json_bytes
 from prunescope.rundir.files import check_not_symlink
 from prunescope.rundir.layout import CONFIG, REPORT, RunDir
 from prunescope.rundir.session import WriteSession, open_run_dir
@@ -317,31 +318,35 @@ def build_report(
     return summary_doc
 
 
-def record_report(rd: RunDir, out: Path, run_dirs: list[Path]) -> None:
-    """Files under RUN_DIR/report are run files too: their sha256 goes in the manifest, and
-    the runs it overlays are kept so that ``analyze`` can rebuild the same report."""
-    files = rd.manifest["files"]
-    for rel in [r for r in files if r.startswith(REPORT + "/")]:
-        del files[rel]
-    for path in sorted(out.rglob("*")):
-        if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
-            files[str(path.relative_to(rd.root))] = {
-                "sha256": sha256_file(path),
-                "bytes": path.stat().st_size,
-            }
-    rd.manifest["report_runs"] = [str(Path(p).resolve()) for p in run_dirs[1:]]
-    rd.save_manifest()
+def install_report(rd: RunDir, scratch: Path) -> None:
+    """Files under RUN_DIR/report are run files too: each file drawn in ``scratch`` is
+    written as one (announced as pending before it is renamed into place, left alone where
+    the same bytes are there), then the files of an older report no longer drawn are
+    forgotten. A crash at any point leaves every file matching its record."""
+    made = {
+        f"{REPORT}/{p.relative_to(scratch).as_posix()}": p
+        for p in sorted(scratch.rglob("*"))
+        if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
+    }
+    for rel, path in made.items():
+        rd.write(rel, path.read_bytes())
+    for rel in [r for r in rd.manifest["files"] if r.startswith(REPORT + "/") and r not in made]:
+        rd.forget(rel)
 
 
 def report_into_run(
     rd: RunDir, cfg: Config, run_dirs: list[Path], replicates: bool = False
 ) -> Path:
-    """Build ``RUN_DIR/report`` and record its files; the caller holds the run's lock."""
+    """Build ``RUN_DIR/report`` and record its files; the caller holds the run's lock. The
+    runs it overlays are kept so that ``analyze`` can rebuild the same report."""
     target = rd.root / REPORT
     for folder in (target, target / "figures"):
         check_not_symlink(folder, "its report")
-    summary = build_report(run_dirs, target, rd, cfg, replicates)
-    record_report(rd, target, run_dirs)
+    with tempfile.TemporaryDirectory(prefix="prunescope-report-") as scratch:
+        summary = build_report(run_dirs, Path(scratch), rd, cfg, replicates)
+        install_report(rd, Path(scratch))
+    rd.manifest["report_runs"] = [str(Path(p).resolve()) for p in run_dirs[1:]]
+    rd.save_manifest()
     track_report(rd, cfg, summary["findings"])  # track.tensorboard: the headline numbers
     return target
 

@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from prunescope.errors import RunDirError, shorten
+from prunescope.errors import RunDirError, first_problem, shorten
 
 # prunescope writes manifests a few levels deep; 64 is far beyond any of them and far
 # below the interpreter's recursion limit, which a hostile 100,000-deep file would hit.
@@ -163,10 +163,6 @@ def validate_manifest(manifest: Any, where: str) -> None:
     try:
         ManifestSchema.model_validate(manifest)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        got = f" (got {shorten(err.get('input'), 60)})" if "input" in err else ""
         raise RunDirError(
-            f"damaged manifest {where}: {shorten(field, 120)}: {err['msg']}{got}; "
-            f"the run directory cannot be trusted"
+            f"damaged manifest {where}: {first_problem(exc)}; the run directory cannot be trusted"
         ) from None

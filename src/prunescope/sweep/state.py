@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from prunescope.config.schema import MAX_LEVELS
-from prunescope.errors import PrunescopeError, RunDirError, shorten
+from prunescope.errors import PrunescopeError, RunDirError, first_problem, shorten
 from prunescope.rundir.atomic import atomic_write_bytes, json_bytes
 from prunescope.rundir.files import read_regular
 from prunescope.rundir.layout import REPORT
@@ -237,12 +237,8 @@ def check_record(record: Any, path: Path) -> None:
     try:
         SweepRecord.model_validate(record)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        got = f" (got {shorten(err.get('input'), 60)})" if "input" in err else ""
         raise RunDirError(
-            f"damaged {path}: {shorten(field, 120)}: {err['msg']}{got}; "
-            f"the sweep folder cannot be trusted"
+            f"damaged {path}: {first_problem(exc)}; the sweep folder cannot be trusted"
         ) from None
 
 
