@@ -113,6 +113,7 @@ def test_analyses_of_a_real_cifar10_run(cifar10_root, tmp_path):
     assert len(sim) == 2 * 2 * 9 * 3  # levels 1-2, two references, 9 pruned layers, 3 metrics
 
 
+@pytest.mark.slow
 def test_analyses_of_a_tiny_run_and_incremental_updates(tmp_path):
     root = tmp_path / "r"
     run(root, tiny_config(), analyze=True)

@@ -205,6 +205,7 @@ def test_t_interval_by_hand():
     assert mean - low == pytest.approx(high - mean)
 
 
+@pytest.mark.slow
 def test_replicates_in_the_report(analysed_run, tmp_path):
     other = tmp_path / "seed1"
     run(other, tiny_config("seed=1"), analyze=True)
@@ -237,6 +238,7 @@ def test_branch_bad_input_is_one_line(analysed_run, tmp_path, capsys):
     assert "is not complete (levels 1 are not trained)" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_a_branch_trains_the_controls_at_the_runs_sparsities(analysed_run, tmp_path, caplog):
     import logging
 

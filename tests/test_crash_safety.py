@@ -62,6 +62,7 @@ def _stage(root: Path) -> str:
 LONGER = ("data.train_subset=512", "imp.train_epochs=4")
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_then_resume_gives_identical_files(tmp_path):
     ref = tmp_path / "ref" / "run"
     subprocess.run(cli(ref, *LONGER), check=True, capture_output=True, timeout=600)
@@ -138,7 +139,12 @@ def test_sigkill_anywhere_then_resume_gives_identical_files(tmp_path):
 
 @pytest.mark.parametrize(
     ("damage", "precision"),
-    [(None, "auto"), ("state.safetensors", "auto"), ("state.json", "auto"), (None, "fp32")],
+    [
+        (None, "auto"),
+        pytest.param("state.safetensors", "auto", marks=pytest.mark.slow),
+        pytest.param("state.json", "auto", marks=pytest.mark.slow),
+        pytest.param(None, "fp32", marks=pytest.mark.slow),
+    ],
 )
 def test_mid_level_checkpoint_resume_is_bitwise(tmp_path, damage, precision):
     """Kill exactly after a checkpoint inside level 2 and resume from it (or, when the
@@ -267,6 +273,7 @@ def test_non_finite_loss_stops_the_level_and_keeps_completed_ones(tmp_path, monk
     assert history[-1]["changed"]["train.lr"] == {"old": 0.05, "new": 0.04}
 
 
+@pytest.mark.slow
 def test_a_branch_killed_anywhere_resumes_to_identical_files(tmp_path):
     """A control branch is crash-safe like a run: SIGKILL at its writes and inside its epochs,
     resume, and every file equals an uninterrupted branch's."""

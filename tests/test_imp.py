@@ -259,6 +259,7 @@ def _cli(run_dir: Path) -> list[str]:
     return run_command(run_dir, analyze=False)
 
 
+@pytest.mark.slow
 def test_killed_between_levels_resumes_to_identical_files(tmp_path):
     ref = tmp_path / "ref"
     subprocess.run(_cli(ref), check=True, capture_output=True, timeout=300)

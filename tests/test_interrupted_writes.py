@@ -64,6 +64,7 @@ def test_creating_a_run_crash_anywhere(tmp_path, crash_at, monkeypatch, when):
         assert "damaged files: none" in status_text(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_changing_settings_crash_anywhere(analysed_run, tmp_path, crash_at, monkeypatch, when):
     for n in range(1, 6):
@@ -99,6 +100,7 @@ def test_redo_from_crash_anywhere_never_keeps_old_levels_under_the_new_config(
         assert main(["run", "--run-dir", str(root), "--no-analyze"]) == 0, n
 
 
+@pytest.mark.slow
 def test_redo_from_recomputes_the_analyses_of_the_redone_levels(analysed_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(analysed_run, root)

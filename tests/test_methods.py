@@ -228,6 +228,7 @@ def test_network_sparsity_follows_plain_imp_level_by_level(rate, levels, name, f
         assert sum(int(a[k].sum()) for k in keys) == sum(int(b[k].sum()) for k in keys)
 
 
+@pytest.mark.slow
 def test_imp_with_completion_end_to_end(analysed_run, tmp_path):
     """A run with method complete and fan-out pruning: the same sparsity at every level as
     plain IMP, nested masks, pruned weights exactly 0, and an export that removes neurons."""

@@ -29,7 +29,10 @@ def randomise_bn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", sorted(model_names()))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in sorted(model_names())],
+)
 def test_every_format_agrees_with_dense_at_several_sparsities(name):
     torch.manual_seed(0)
     model, x = model_and_input(name, 2)
@@ -110,6 +113,7 @@ def test_semi_structured_compatibility():
 TIMING = ["latency_ms", "latency_ms_p90", "energy_j"]
 
 
+@pytest.mark.slow
 def test_a_level_analysed_twice_gives_the_same_table_but_for_timings(analysed_run, tmp_path):
     import shutil
 

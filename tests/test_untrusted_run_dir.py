@@ -315,6 +315,7 @@ def test_excluding_every_layer_says_nothing_is_left(tmp_path, capsys):
 # --- should be fixed: SIGTERM, other data, a hand-edited config -------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_with_one_line_and_the_run_resumes(tmp_path):
     root = tmp_path / "run"
     cmd = run_command(root, "train.checkpoint_every=1", "imp.train_epochs=3", analyze=False)
@@ -435,6 +436,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
