@@ -44,7 +44,6 @@ def _by_hand(run: Path, level: int, layers: dict[str, str]) -> dict[str, float]:
     return {stage: f / n for stage, (f, n) in flipped.items()}
 
 
-@pytest.mark.slow
 def test_the_guides_plugin_runs_through_analyze_and_report(plugin, damaged_copy, analysed_run):
     run = damaged_copy()
     assert main(["analyze", str(run), "--set", 'analysis.plugins=["signflip"]']) == 0
