@@ -45,3 +45,20 @@ def test_a_critical_sparsity_never_reached_is_said():
         "test accuracy 90.00% dense (level 0), 91.00% at 20.0% sparsity (level 1)",
         "critical sparsity: not reached (no pruned level fell more than 2 points below dense)",
     ]
+
+
+def test_only_prunescope_speaks_at_info(monkeypatch):
+    """Other libraries' INFO lines stay out of the terminal (fontTools logged one per font
+    table for every PDF figure of a report)."""
+    import logging
+
+    from prunescope.cli import setup_logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # basicConfig configures an unconfigured root
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(logging.getLogger("prunescope"), "level", logging.NOTSET)
+    setup_logging()
+    assert logging.getLogger("prunescope.report").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("fontTools.subset").isEnabledFor(logging.INFO)
+    assert logging.getLogger("fontTools.subset").isEnabledFor(logging.WARNING)

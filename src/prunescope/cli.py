@@ -452,9 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging() -> None:
+    """prunescope's own lines at INFO; other libraries only warn. (Their INFO is noise to a
+    user: fontTools logs a line per font table it subsets for every PDF figure.)"""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+        level=logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
     )
+    logging.getLogger("prunescope").setLevel(logging.INFO)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
