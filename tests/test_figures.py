@@ -21,6 +21,7 @@ from prunescope.report.figures.common import (
     stage_styles,
 )
 from prunescope.report.figures.neuron_sparsity import shown_levels
+from prunescope.report.findings import connectivity_finding, runtime_finding
 from prunescope.report.runs import run_labels
 
 STAGES = ["stem", "stage1", "stage2", "stage3"]
@@ -221,9 +222,17 @@ def test_controls_figure_without_sparsity_tables_draws_the_gaps(tmp_path):
             "test_loss": [1.2, 1.1, 1.05],
         }
     )
+    from prunescope.report.findings import controls_finding
+
     branch = {"accuracy": acc.assign(test_accuracy=[0.6, 0.58, 0.55])}
+    found = controls_finding(acc, {"random_mask": branch}, ["stem", "fc"], ["fc"])
     inp = FigureInputs(
-        {"accuracy": acc}, ["stem", "fc"], ["fc"], {"level": None}, controls={"random_mask": branch}
+        {"accuracy": acc},
+        ["stem", "fc"],
+        ["fc"],
+        {"level": None},
+        controls={"random_mask": branch},
+        summary={"controls": found},
     )
     files = controls.draw(inp, tmp_path)
     assert [f.name for f in files] == ["controls"]
@@ -339,7 +348,9 @@ def test_connectivity_legends_never_cover_the_data(captured):
 
     figs = captured(connectivity)
     crit = {"level": 7, "network_sparsity": 1 - 0.8**7, "margin": 0.02}
-    connectivity.draw(inputs({"connectivity": _connectivity_tables()}, crit), Path("."))
+    tables = {"connectivity": _connectivity_tables()}
+    found = {"connectivity": connectivity_finding(tables["connectivity"])}
+    connectivity.draw(inputs(tables, crit, summary=found), Path("."))
     fig = figs[0][0]
     assert not data_under_legends(fig)
     # the critical sparsity is named in a legend, not by a label inside the panel
@@ -370,8 +381,10 @@ def test_runtime_legend_off_the_data_and_log_axes_labelled_between_decades(captu
 
     figs = captured(runtime)
     rt, layers = _runtime_tables()
-    inp = inputs({"runtime": rt, "runtime_layers": layers})
-    inp.layer_types = {"conv1": "3x3 conv", "layer1.0.conv1": "3x3 conv"}
+    types = {"conv1": "3x3 conv", "layer1.0.conv1": "3x3 conv"}
+    found = {"runtime": {"ratios_shown": runtime_finding(rt, layers, types)["ratios"]}}
+    inp = inputs({"runtime": rt, "runtime_layers": layers}, summary=found)
+    inp.layer_types = types
     runtime.draw(inp, Path("."))
     fig = figs[0][0]
     assert not data_under_legends(fig)

@@ -260,6 +260,14 @@ def _finding(inp: FindingInputs) -> dict:
     parts = [t for t in parts if t is not None]
     layers = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     found = F.runtime_finding(inp.tables["runtime"], layers, inp.layer_types)
+    synthetic = inp.tables.get("runtime_synthetic")
+    if synthetic is not None and not synthetic.empty:
+        # the figure shows the synthetic sparsities beside the run's levels; the sentences
+        # state the run's levels only
+        both = pd.concat([inp.tables["runtime"], synthetic], ignore_index=True)
+        found["ratios_shown"] = F.runtime_finding(both, layers, inp.layer_types)["ratios"]
+    else:
+        found["ratios_shown"] = found["ratios"]
     cond = inp.tables.get("runtime_conditions")
     if cond is not None and not cond.empty and cond["load_average"].notna().any():
         worst = cond.loc[cond["load_average"].idxmax()]

@@ -21,16 +21,13 @@ from prunescope.report.figures.common import (
     save,
     sparsity_axis,
 )
-from prunescope.report.findings import connectivity_finding
 
 REFERENCES = {"previous": "to the previous level", "baseline": "to the dense network"}
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     conn = inp.tables["connectivity"]
-    found = inp.summary.get("connectivity") or connectivity_finding(
-        conn, barriers=inp.tables.get("connectivity_barriers")
-    )
+    found = inp.summary["connectivity"]  # the finding, as the page states it
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 2.8), layout="constrained")
     levels = sorted(conn["level"].unique())
     cmap = plt.get_cmap("viridis")

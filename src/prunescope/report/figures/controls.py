@@ -17,7 +17,7 @@ from prunescope.report.figures.common import (
     sparsity_axis,
     stage_styles,
 )
-from prunescope.report.findings import controls_finding, pruned_stage_sparsity
+from prunescope.report.findings import pruned_stage_sparsity
 
 STYLES = {"random_reinit": ("-", "o"), "random_mask": ("--", "s"), "random_global": (":", "^")}
 
@@ -25,9 +25,7 @@ STYLES = {"random_reinit": ("-", "o"), "random_mask": ("--", "s"), "random_globa
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
     if not inp.controls:
         return []
-    found = inp.summary.get("controls") or controls_finding(
-        inp.tables["accuracy"], inp.controls, inp.stage_order, inp.exclude
-    )
+    found = inp.summary["controls"]  # the finding, as the page states it
     layers = inp.tables.get("sparsity_layers")
     stages = layers is not None and not layers.empty  # a run analysed without sparsity: gaps only
     fig, axes = plt.subplots(1, 2 if stages else 1, figsize=(WIDTH, 3.0), layout="constrained")

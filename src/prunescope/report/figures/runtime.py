@@ -18,7 +18,6 @@ from prunescope.report.figures.common import (
     save,
     sparsity_axis,
 )
-from prunescope.report.findings import runtime_finding
 from prunescope.runtime.formats import FORMATS
 
 STYLE = {name: f.style for name, f in FORMATS.items() if name != "dense"}
@@ -34,14 +33,6 @@ def timed_on(inp: FigureInputs) -> str:
 
 
 def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
-    runtime = pd.concat(
-        [
-            t
-            for t in (inp.tables.get("runtime"), inp.tables.get("runtime_synthetic"))
-            if t is not None
-        ],
-        ignore_index=True,
-    )
     layers = pd.concat(
         [
             t
@@ -50,10 +41,9 @@ def draw(inp: FigureInputs, out: Path) -> list[FigureFile]:
         ],
         ignore_index=True,
     )
-    # the run's levels and the synthetic sparsities together: the page's finding states
-    # the run's levels only, the figure shows both (labelled)
-    found = runtime_finding(runtime, layers, inp.layer_types)
-    ratios = pd.DataFrame(found["ratios"])
+    # the finding's ratios at the run's levels and the synthetic sparsities together (the
+    # page's sentences state the run's levels only; the figure shows both, labelled)
+    ratios = pd.DataFrame(inp.summary["runtime"]["ratios_shown"])
     batches = sorted(ratios["batch_size"].unique())
     fig, axes = plt.subplots(1, len(batches) + 1, figsize=(WIDTH, 3.0), layout="constrained")
     top = float(ratios["network_sparsity"].max())
