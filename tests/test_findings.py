@@ -345,3 +345,19 @@ def test_a_smooth_path_between_unequal_ends_is_one_basin():
     )
     _, text = words(found, batchnorm=False)
     assert "at 2 of 2 levels" in text and "inside the path at 1 of them" in text
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "words"),
+    [
+        (0.7, 2.55, "0.70 to 2.55 points below"),
+        (-0.2, 2.05, "between 0.20 points above and 2.05 points below"),
+        (-1.5, -0.25, "0.25 to 1.50 points above"),
+    ],
+)
+def test_the_path_ends_against_accuracy_csv_are_worded_by_their_sign(lo, hi, words):
+    """A BatchNorm-re-estimated end can sit above accuracy.csv's: the showcase run's span
+    was -0.20 to 2.05 points "below", which read as nonsense."""
+    from prunescope.report.sentences import _ends_words
+
+    assert _ends_words({"levels": 8, "min_points": lo, "max_points": hi}) == words

@@ -96,3 +96,27 @@ def test_iterative_zeroing_end_to_end(damaged_copy):
     summary = json.loads((run / "report/summary.json").read_text())["findings"]
     assert summary["iterative_zeroing"]["level"] == 3
     assert (run / "report/figures/iterative_zeroing.png").exists()
+
+
+def test_the_sentence_gives_both_orders_and_calls_the_start_the_levels_own():
+    """The level measured is pruned: its accuracy before removal is not 'dense', and the
+    random order without retraining is given too (it beat the importance order in one
+    stage of the showcase run)."""
+    from prunescope.analysis.iterative_zeroing import sentences
+    from prunescope.analysis.registry import SentenceInputs
+
+    stage = {
+        "fraction_removed": 0.5,
+        "dense_accuracy": 0.7105,
+        "importance_oneshot": 0.138,
+        "importance_finetuned": 0.5985,
+        "random_oneshot": 0.182,
+        "random_finetuned": 0.47,
+    }
+    summary = {"iterative_zeroing": {"level": 8, "per_stage": {"stage1": stage}}}
+    [(head, text)] = sentences(SentenceInputs(summary, [1, 8], True))
+    assert head == "Iterative zeroing with fine-tuning:"
+    assert "At level 8 (71.05% before any removal)" in text
+    assert "stage1 (50% of its neurons): 13.8% without retraining and 59.9% fine-tuned" in text
+    assert "against 18.2% and 47.0% in a random order" in text
+    assert "dense" not in text

@@ -54,6 +54,9 @@ def test_every_figure_renders_without_warnings(analysed_run, tmp_path):
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000, name
         # TrueType fonts only: venues' PDF checks refuse Type 3 (matplotlib's default)
         assert b"/Type3" not in pdf.read_bytes(), name
+    # a page to share: the run directory by name, never the machine's path to it
+    page = (out / "index.html").read_text()
+    assert f"<code>{analysed_run.name}</code>" in page and str(analysed_run) not in page
     # sized for a paper: at most a two-column page's 7.2 in (1440 px at 200 dpi) wide
     assert sizes["accuracy"] == (1440, 760)
     assert all(w <= 1440 for w, _ in sizes.values()), sizes

@@ -368,25 +368,27 @@ def finding(inp: FindingInputs) -> dict:
     return {"iterative_zeroing": out}
 
 
-def _pts(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+def _pts(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
 
 
 def sentences(s: SentenceInputs) -> list[Sentence]:
     f = s.summary.get("iterative_zeroing")
     if not f:
         return []
+    # "dense_accuracy" is the level's own accuracy before any removal (the level is pruned)
     parts = [
-        f"{stage}: {_pts(p['importance_oneshot'])} without retraining, "
-        f"{_pts(p['importance_finetuned'])} fine-tuned, against {_pts(p['random_finetuned'])} "
-        f"for a random order fine-tuned (dense {_pts(p['dense_accuracy'])}, "
-        f"{100 * p['fraction_removed']:.0f}% of its neurons removed)"
+        f"{stage} ({100 * p['fraction_removed']:.0f}% of its neurons): "
+        f"{_pts(p['importance_oneshot'])} without retraining and "
+        f"{_pts(p['importance_finetuned'])} fine-tuned, against {_pts(p['random_oneshot'])} "
+        f"and {_pts(p['random_finetuned'])} in a random order"
         for stage, p in f["per_stage"].items()
     ]
+    before = {round(p["dense_accuracy"], 6) for p in f["per_stage"].values()}
+    start = _pts(before.pop(), 2) if len(before) == 1 else "its own accuracy"
     text = (
-        f"At level {f['level']}, removing the least important neurons first: "
-        + "; ".join(parts)
-        + "."
+        f"At level {f['level']} ({start} before any removal), removing neurons least "
+        "important first (by one-shot zeroing), the accuracy left: " + "; ".join(parts) + "."
     )
     if n := f.get("neurons"):
         text += (

@@ -255,6 +255,8 @@ def render_page(
         for head, text in part.sentences(sentences)
     )
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # The run directory by name only: the page lives inside it, and a page that is shared
+    # (a paper's supplement, docs/cpu-resnet20-cifar10) should not carry the machine's paths.
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
@@ -262,7 +264,7 @@ def render_page(
 <h1>{html.escape(title)}</h1>
 <p class="meta">{plural(cfg.imp.levels, "level")} of {cfg.imp.rate:g} ({html.escape(cfg.imp.scope)} {html.escape(cfg.imp.method)}), rewind to
 {html.escape(cfg.imp.rewind)}, {plural(cfg.imp.train_epochs, "epoch")} per level &middot; run directory
-<code>{html.escape(str(rd.root))}</code> &middot; prunescope {__version__} &middot; {now}</p>
+<code>{html.escape(rd.root.name)}</code> &middot; prunescope {__version__} &middot; {now}</p>
 {dense_html((rd.manifest.get("layer_order") or {}).get("dense"))}
 <h2>Findings</h2>
 <p>Measured on this run's tables (<code>summary.json</code> holds the numbers). The paper's findings, for

@@ -182,6 +182,18 @@ def _basin(part: dict[str, Any], threshold: float, what: str) -> str:
     )
 
 
+def _ends_words(ends: dict[str, Any]) -> str:
+    """Drops below accuracy.csv, in points; a negative drop is a rise, said as one."""
+    lo, hi = ends["min_points"], ends["max_points"]
+    if lo is None or hi is None:
+        return "n/a points from"
+    if lo >= 0:
+        return f"{num(lo)} to {num(hi)} points below"
+    if hi <= 0:
+        return f"{num(-hi)} to {num(-lo)} points above"
+    return f"between {num(-lo)} points above and {num(hi)} points below"
+
+
 def connectivity_finding(cf: dict[str, Any], batchnorm: bool = True) -> Finding:
     """The paper's hypothesis that pruned networks find "a similar basin", tested against
     the straight line between the ends (analysis/barriers.py)."""
@@ -195,10 +207,7 @@ def connectivity_finding(cf: dict[str, Any], batchnorm: bool = True) -> Finding:
     if batchnorm:
         text += " BatchNorm statistics are re-estimated at every point of the path"
         if ends := cf.get("ends"):
-            text += (
-                f", which puts a level's own accuracy {num(ends['min_points'])} to "
-                f"{num(ends['max_points'])} points below accuracy.csv's"
-            )
+            text += f", which puts a level's own accuracy {_ends_words(ends)} accuracy.csv's"
         text += "."
     return "One basin? (linear mode connectivity):", text
 
