@@ -434,6 +434,8 @@ def figure(inp: FigureInputs, out: Path) -> list[FigureFile]:
         ax.set_xlabel("neurons removed (%)")
     axes[0][0].set_ylabel("test accuracy (%)")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    sparsity = 100 * float(t["network_sparsity"].iloc[0])
+    fig.suptitle(f"Removing neurons at level {level} ({sparsity:.1f}% sparse)", fontsize=9)
     caption = (
         f"Iterative zeroing at level {level}: test accuracy as a stage's neurons are removed, "
         "least important first (by one-shot zeroing) or in a random order, without retraining "
