@@ -288,3 +288,41 @@ def test_finetune_at_a_vanishing_final_learning_rate_is_said():
     step = build_config(preset="paper-resnet20-cifar10", overrides=["imp.rewind=finetune"])
     assert finetune_rate_warning(step, 391) is None  # a step schedule ends at lr/100
     assert finetune_rate_warning(build_config(preset="cpu-resnet20-cifar10"), steps) is None
+
+
+def test_costly_on_request_analyses_stay_with_the_run_not_its_controls(monkeypatch, tmp_path):
+    """`runtime RUN` on the showcase run went on to time its three branches (about 4x the
+    command's time) although the controls' report reads only their accuracy and sparsity:
+    an analysis registered with on_branches=False is measured on the run alone."""
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    import prunescope.analysis.runner as analysis_runner
+    import prunescope.branch as branch_module
+    from prunescope import runner
+    from prunescope.analysis.registry import analyses
+
+    assert not analyses()["runtime"].on_branches
+    assert not analyses()["iterative_zeroing"].on_branches
+    assert analyses()["sparsity"].on_branches
+    calls = []
+    branch = tmp_path / "branches" / "random_mask"
+
+    @contextmanager
+    def session(root, request, create):
+        yield SimpleNamespace(rd=SimpleNamespace(root=root), cfg=None)
+
+    monkeypatch.setattr(branch_module, "branch_dirs", lambda root: [branch])
+    monkeypatch.setattr(runner, "WriteSession", session)
+    monkeypatch.setattr(
+        analysis_runner, "analyze_run", lambda rd, cfg, device, only, **kw: calls.append(only)
+    )
+    run = SimpleNamespace(root=tmp_path)
+    for only, expected in [
+        (["runtime"], []),
+        (["iterative_zeroing", "sparsity"], [["sparsity"]]),
+        (None, [[n for n, s in analyses().items() if s.default]]),
+    ]:
+        calls.clear()
+        runner.analyze_branches(run, None, "cpu", only, plugins=[], levels=None, force=False)
+        assert calls == expected, only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prunescope import distributed
 from prunescope.analysis.accuracy import write_accuracy
@@ -26,6 +27,9 @@ from prunescope.training.device import describe_device, resolve_device
 from prunescope.training.objective import scored_count
 from prunescope.training.precision import apply_threads
 from prunescope.trust import code_names, vouch
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("prunescope")
 
@@ -162,6 +166,38 @@ def say_findings(rd: RunDir, cfg: Config) -> None:
     log.info("findings:\n  %s", "\n  ".join(lines))
 
 
+def analyze_branches(
+    rd: RunDir,
+    request: ConfigRequest | None,
+    device: torch.device,
+    only: list[str] | None,
+    *,
+    plugins: list[str],
+    levels: list[int] | None,
+    force: bool,
+) -> None:
+    """The run's controls, with the same settings: the analyses asked for that are measured
+    on branches (``AnalysisSpec.on_branches``); costly on-request ones stay with the run."""
+    from prunescope.analysis.registry import analyses
+    from prunescope.analysis.runner import analyze_run
+    from prunescope.branch import branch_dirs
+
+    branches = branch_dirs(rd.root)
+    if not branches:
+        return
+    specs = analyses(plugins)
+    asked = only or [n for n, spec in specs.items() if spec.default]
+    wanted = [n for n in asked if n not in specs or specs[n].on_branches]
+    if left := [n for n in asked if n not in wanted]:
+        log.info("%s: measured on the run, not on its controls", ", ".join(left))
+    if not wanted:
+        return
+    for branch in branches:
+        with WriteSession(branch, request, create=False) as b:
+            log.info("analysing branch %s", branch.name)
+            analyze_run(b.rd, b.cfg, device, only=wanted, levels=levels, force=force)
+
+
 def analyze(
     run_dir: str | Path,
     overrides: list[str],
@@ -181,8 +217,6 @@ def analyze(
             raise UserInputError(
                 f"--set {item!r}: analyze may change analysis.*, report.*, device and threads only"
             )
-    from prunescope.branch import branch_dirs
-
     request = ConfigRequest(overrides=tuple(overrides)) if overrides else None
     # checked before the changed settings are recorded: a refused command changes nothing
     with WriteSession(run_dir, request, create=False, preflight=check_runnable) as session:
@@ -192,10 +226,15 @@ def analyze(
         session.rd.session["threads"] = apply_threads(session.cfg.threads)
         say_if_busy()
         analyze_run(session.rd, session.cfg, device, only=only, levels=levels, force=force)
-        for branch in branch_dirs(session.rd.root):  # its controls, with the same settings
-            with WriteSession(branch, request, create=False) as b:
-                log.info("analysing branch %s", branch.name)
-                analyze_run(b.rd, b.cfg, device, only=only, levels=levels, force=force)
+        analyze_branches(
+            session.rd,
+            request,
+            device,
+            only,
+            plugins=session.cfg.analysis.plugins,
+            levels=levels,
+            force=force,
+        )
         rebuild_stale_report(session.rd, session.cfg)
         raise_failures(session.rd)
 

@@ -463,6 +463,7 @@ register_analysis(
         levels=_levels,
         runs_network=True,
         default=False,
+        on_branches=False,
         finding=finding,
         sentences=sentences,
         headlines={

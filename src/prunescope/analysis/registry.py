@@ -115,6 +115,10 @@ class AnalysisSpec(ReportPart):
     levels: Callable[[Config, list[int]], list[int]] = every_level
     runs_network: bool = False  # forward passes: their precision is one of its settings
     default: bool = True  # computed by `run` and by `analyze` without --only
+    # also computed on a run's control branches by `analyze RUN`; False for costly measures
+    # the controls' report never reads (measured: `runtime` on the showcase run with three
+    # branches went on to time every branch, about 4x the command's time)
+    on_branches: bool = True
 
 
 _PARTS: dict[str, ReportPart] = {}  # every part, analyses included, in registration order

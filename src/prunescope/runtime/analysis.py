@@ -296,6 +296,7 @@ register_analysis(
         settings=RuntimeSettings,
         depends_on=lambda cfg: {**cfg.analysis.runtime.model_dump(), "device": cfg.device},
         default=False,
+        on_branches=False,
         finding=_finding,
         sentences=lambda s: (
             [S.runtime_sentence(s.summary["runtime"])]
