@@ -321,7 +321,7 @@ def test_costly_on_request_analyses_stay_with_the_run_not_its_controls(monkeypat
     for only, expected in [
         (["runtime"], []),
         (["iterative_zeroing", "sparsity"], [["sparsity"]]),
-        (None, [[n for n, s in analyses().items() if s.default]]),
+        (None, [["sparsity", "weights", "zeroing", "similarity", "connectivity", "export"]]),
     ]:
         calls.clear()
         runner.analyze_branches(run, None, "cpu", only, plugins=[], levels=None, force=False)

@@ -107,7 +107,7 @@ def test_the_sentence_gives_both_orders_and_calls_the_start_the_levels_own():
 
     stage = {
         "fraction_removed": 0.5,
-        "dense_accuracy": 0.7105,
+        "accuracy_before": 0.7105,
         "importance_oneshot": 0.138,
         "importance_finetuned": 0.5985,
         "random_oneshot": 0.182,

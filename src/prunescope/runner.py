@@ -178,7 +178,7 @@ def analyze_branches(
 ) -> None:
     """The run's controls, with the same settings: the analyses asked for that are measured
     on branches (``AnalysisSpec.on_branches``); costly on-request ones stay with the run."""
-    from prunescope.analysis.registry import analyses
+    from prunescope.analysis.registry import analyses, analysis_names
     from prunescope.analysis.runner import analyze_run
     from prunescope.branch import branch_dirs
 
@@ -186,8 +186,8 @@ def analyze_branches(
     if not branches:
         return
     specs = analyses(plugins)
-    asked = only or [n for n, spec in specs.items() if spec.default]
-    wanted = [n for n in asked if n not in specs or specs[n].on_branches]
+    asked = only or analysis_names(default_only=True, plugins=plugins)
+    wanted = [n for n in asked if specs[n].on_branches]
     if left := [n for n in asked if n not in wanted]:
         log.info("%s: measured on the run, not on its controls", ", ".join(left))
     if not wanted:

@@ -347,7 +347,8 @@ def finding(inp: FindingInputs) -> dict:
         start = t[(t["stage"] == stage) & (t["step"] == 0) & (~t["finetuned"])]
         per_stage[stage] = {
             "fraction_removed": float(g["fraction_removed"].iloc[0]),
-            "dense_accuracy": float(start["test_accuracy"].iloc[0]),
+            # the level's own accuracy before any removal (a pruned level: not "dense")
+            "accuracy_before": float(start["test_accuracy"].iloc[0]),
             "importance_oneshot": acc.get(("importance", False)),
             "importance_finetuned": acc.get(("importance", True)),
             "random_oneshot": acc.get(("random", False)),
@@ -376,7 +377,6 @@ def sentences(s: SentenceInputs) -> list[Sentence]:
     f = s.summary.get("iterative_zeroing")
     if not f:
         return []
-    # "dense_accuracy" is the level's own accuracy before any removal (the level is pruned)
     parts = [
         f"{stage} ({100 * p['fraction_removed']:.0f}% of its neurons): "
         f"{_pts(p['importance_oneshot'])} without retraining and "
@@ -384,7 +384,7 @@ def sentences(s: SentenceInputs) -> list[Sentence]:
         f"and {_pts(p['random_finetuned'])} in a random order"
         for stage, p in f["per_stage"].items()
     ]
-    before = {round(p["dense_accuracy"], 6) for p in f["per_stage"].values()}
+    before = {round(p["accuracy_before"], 6) for p in f["per_stage"].values()}
     start = _pts(before.pop(), 2) if len(before) == 1 else "its own accuracy"
     text = (
         f"At level {f['level']} ({start} before any removal), removing neurons least "
